@@ -1,0 +1,58 @@
+"""asyncgw: start Python interpreters elsewhere, ship them code, talk over channels.
+
+The async API lives here; the blocking, execnet-compatible one in
+:mod:`asyncgw.sync`.
+"""
+
+from __future__ import annotations
+
+from ._channel import NO_ENDMARKER, Channel, MultiChannel
+from ._errors import (
+    AsyncgwError,
+    BootstrapError,
+    ChannelClosed,
+    ChannelError,
+    DataFormatError,
+    DumpError,
+    GatewayError,
+    GatewayLost,
+    HostNotFound,
+    LoadError,
+    ProtocolError,
+    RemoteError,
+    SpecError,
+    TimeoutError,
+)
+from ._gateway import Gateway
+from ._group import Group, default_group, makegateway
+from ._spec import XSpec
+from ._wire import dumps, loads
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NO_ENDMARKER",
+    "AsyncgwError",
+    "BootstrapError",
+    "Channel",
+    "ChannelClosed",
+    "ChannelError",
+    "DataFormatError",
+    "DumpError",
+    "Gateway",
+    "GatewayError",
+    "GatewayLost",
+    "Group",
+    "HostNotFound",
+    "LoadError",
+    "MultiChannel",
+    "ProtocolError",
+    "RemoteError",
+    "SpecError",
+    "TimeoutError",
+    "XSpec",
+    "default_group",
+    "dumps",
+    "loads",
+    "makegateway",
+]

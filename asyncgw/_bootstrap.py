@@ -1,0 +1,67 @@
+"""What a fresh interpreter is sent to become a worker.
+
+Two stages. The command line carries a tiny loader (``python -c LOADER``)
+that reads a length-prefixed second stage from stdin and executes it; the
+second stage installs ``_wire`` and ``_worker`` as modules of a private
+package ``_asyncgw_remote`` (so an asyncgw installed remotely, of whatever
+version, is never touched) and calls ``main(config)``. Only the loader
+crosses a shell, which keeps quoting trivial for ssh and cmd transports.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LOADER", "bootstrap_payload", "python_argv"]
+
+_PACKAGE = "_asyncgw_remote"
+
+#: Runs under ``python -c``: read ``<10-digit length><source>``, run it.
+LOADER = (
+    "import os\n"
+    "def _r(n):\n"
+    "    b = b''\n"
+    "    while len(b) < n:\n"
+    "        c = os.read(0, n - len(b))\n"
+    "        if not c:\n"
+    "            raise SystemExit('asyncgw: bootstrap input ended early')\n"
+    "        b += c\n"
+    "    return b\n"
+    "exec(compile(_r(int(_r(10))), '<asyncgw bootstrap>', 'exec'))\n"
+)
+
+_STAGE2 = """\
+import sys
+def _install(name, source):
+    module = type(sys)(name)
+    module.__package__ = {package!r}
+    module.__file__ = '<asyncgw ' + name + '>'
+    sys.modules[name] = module
+    exec(compile(source, module.__file__, 'exec'), module.__dict__)
+    return module
+_package = type(sys)({package!r})
+_package.__path__ = []
+sys.modules[{package!r}] = _package
+_install({package!r} + '._wire', {wire!r})
+_install({package!r} + '._worker', {worker!r}).main({config!r})
+"""
+
+
+@functools.cache
+def _source(module: str) -> str:
+    return (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
+
+
+def bootstrap_payload(config: dict[str, Any]) -> bytes:
+    """The bytes to write to a fresh interpreter's stdin after ``LOADER``."""
+    stage2 = _STAGE2.format(
+        package=_PACKAGE, wire=_source("_wire"), worker=_source("_worker"), config=config
+    ).encode("utf-8")
+    return b"%010d" % len(stage2) + stage2
+
+
+def python_argv(python: str) -> list[str]:
+    """The argv that turns ``python`` into a worker fed by ``bootstrap_payload``."""
+    return [python, "-c", LOADER]

@@ -1,0 +1,347 @@
+"""Channel and MultiChannel: the local ends of channels.
+
+A channel carries values both ways between local code and one piece of
+remote code. Closing is for both directions, as in execnet: once either
+side closes, sending raises, and receiving drains what arrived before and
+then raises :class:`ChannelClosed` (or :class:`RemoteError`, or
+:class:`GatewayLost`). The side that receives a close answers with one,
+so both sides know when a channel id can be forgotten.
+
+Flow control: a sender may have at most ``window`` bytes unacknowledged on a
+channel (a single larger value may go when nothing is outstanding); the
+receiver acknowledges in batches of a quarter window as values are
+consumed, so a stalled receiver stalls only that channel's sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import traceback
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ._tasks import run_all
+from ._errors import ChannelClosed, GatewayLost, RemoteError, TimeoutError
+from ._wire import ACK, CLOSE, CLOSE_ERROR, DATA, FRAME_COST, dumps, encode_ack, loads
+
+if TYPE_CHECKING:
+    from ._gateway import Gateway
+    from ._router import Router
+
+__all__ = ["Channel", "MultiChannel", "NO_ENDMARKER"]
+
+log = logging.getLogger("asyncgw")
+
+#: Default bytes a sender may have unacknowledged on one channel.
+DEFAULT_WINDOW: Final = 8 * 1024 * 1024
+
+
+class _NoEndmarker:
+    def __repr__(self) -> str:
+        return "NO_ENDMARKER"
+
+
+#: Passed as ``endmarker`` to mean "do not call back at close".
+NO_ENDMARKER: Final = _NoEndmarker()
+
+
+class Channel:
+    """The local end of a channel; get one from ``Gateway.remote_exec`` or
+    ``Gateway.newchannel``. Use it from the gateway's event loop only."""
+
+    def __init__(self, gateway: Gateway, router: Router, ident: int) -> None:
+        self.gateway = gateway
+        self.id = ident
+        self._router = router
+        self._loop = asyncio.get_running_loop()
+        self._items: deque[bytes] = deque()
+        self._waiters: deque[asyncio.Future[bytes]] = deque()
+        self._closed = False  # we sent a close
+        self._remote_closed = False  # we received a close, or the gateway was lost
+        self._error: RemoteError | GatewayLost | None = None
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._outstanding = 0
+        self._unacked = 0
+        self._credit: asyncio.Future[None] | None = None
+        self._callback: Callable[[Any], object] | None = None
+        self._endmarker: object = NO_ENDMARKER
+
+    def __repr__(self) -> str:
+        state = "closed" if self.isclosed() else "open"
+        return f"<Channel id={self.id} {state}>"
+
+    # -- events from the router
+
+    def _deliver(self, payload: bytes) -> None:
+        if self._closed:
+            return  # raced with our close: dropped, as the peer was told
+        if self._callback is not None:
+            self._consumed(len(payload))
+            self._run_callback(self._decode(payload))
+            return
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(payload)
+                return
+        self._items.append(payload)
+
+    def _on_remote_close(self, error: str | None) -> None:
+        if self._remote_closed:
+            return
+        self._remote_closed = True
+        if error is not None:
+            self._error = RemoteError(error)
+        if not self._closed:  # answer, so that both sides can forget the id
+            self._closed = True
+            self._router.write_frame(CLOSE, self.id)
+        self._router.forget(self)
+        self._end()
+
+    def _on_gateway_lost(self, error: GatewayLost) -> None:
+        if self._remote_closed:
+            return
+        self._remote_closed = True
+        self._error = error
+        self._end()
+
+    def _end(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(self._end_error())
+        self._waiters.clear()
+        self._release_sender()
+        if not self._done.done():
+            self._done.set_result(None)
+        if self._callback is not None and self._endmarker is not NO_ENDMARKER:
+            self._run_callback(self._endmarker)
+
+    def _on_ack(self, consumed: int) -> None:
+        self._outstanding -= consumed
+        self._release_sender()
+
+    def _release_sender(self) -> None:
+        if self._credit is not None and not self._credit.done():
+            self._credit.set_result(None)
+
+    def _end_error(self) -> Exception:
+        if self._error is not None:
+            return self._error
+        if self._remote_closed:
+            return ChannelClosed(f"channel {self.id} was closed by the other side")
+        return ChannelClosed(f"channel {self.id} was closed")
+
+    # -- receiving
+
+    def _decode(self, payload: bytes) -> Any:
+        return loads(payload, self._router.channel_for_id)
+
+    def _consumed(self, nbytes: int) -> None:
+        self._unacked += nbytes + FRAME_COST
+        if self._unacked >= self.gateway.window // 4 and not self._remote_closed:
+            consumed, self._unacked = self._unacked, 0
+            self._router.write_frame(ACK, self.id, encode_ack(consumed))
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        """Return the next value from the remote side.
+
+        Cancelling the wait loses no value: one that arrived meanwhile stays
+        queued for the next ``receive``.
+
+        :raises ChannelClosed: once the channel is closed and drained.
+        :raises RemoteError: if remote code raised (after the values it sent).
+        :raises GatewayLost: if the remote interpreter went away.
+        :raises TimeoutError: if no value came within ``timeout`` seconds.
+        :raises LoadError: if the value's bytes are malformed.
+        """
+        if self._items:
+            payload = self._items.popleft()
+        elif self._remote_closed or self._closed:
+            raise self._end_error()
+        elif self._callback is not None:
+            raise RuntimeError(f"channel {self.id} has a callback; values go there, not here")
+        else:
+            waiter: asyncio.Future[bytes] = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                if timeout is None:
+                    payload = await waiter
+                else:
+                    async with asyncio.timeout(timeout):
+                        payload = await waiter
+            except (asyncio.CancelledError, builtins.TimeoutError) as exc:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    self._items.appendleft(waiter.result())
+                if isinstance(exc, builtins.TimeoutError):
+                    raise TimeoutError(
+                        f"no value on channel {self.id} within {timeout}s"
+                    ) from None
+                raise
+        self._consumed(len(payload))
+        return self._decode(payload)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                item = await self.receive()
+            except ChannelClosed:
+                return
+            yield item
+
+    def setcallback(self, callback: Callable[[Any], object], endmarker: object = NO_ENDMARKER) -> None:
+        """Call ``callback(value)`` for each value as it arrives, starting
+        with any already queued, and ``callback(endmarker)`` when the channel
+        ends (if given). A callback that raises closes the channel with the
+        error. The callback runs on the event loop; it must not block."""
+        if self._callback is not None:
+            raise RuntimeError(f"channel {self.id} already has a callback")
+        self._callback, self._endmarker = callback, endmarker
+        queued, self._items = self._items, deque()
+        for payload in queued:
+            self._consumed(len(payload))
+            self._run_callback(self._decode(payload))
+        if self._remote_closed and endmarker is not NO_ENDMARKER:
+            self._run_callback(endmarker)
+
+    def _run_callback(self, item: object) -> None:
+        assert self._callback is not None
+        try:
+            self._callback(item)
+        except Exception:
+            formatted = traceback.format_exc()
+            log.error("callback of channel %d failed:\n%s", self.id, formatted)
+            if not self._closed and self._router.lost is None:
+                self.close(formatted)
+
+    # -- sending
+
+    async def send(self, item: object) -> None:
+        """Send ``item``; waits while the remote side's window is full.
+
+        Cancelling the wait sends nothing.
+
+        :raises DumpError: if ``item`` holds a type the wire cannot carry.
+        :raises ChannelClosed: if the channel is closed.
+        :raises GatewayLost: if the remote interpreter went away.
+        """
+        if self._closed or self._remote_closed:
+            if isinstance(self._error, GatewayLost):
+                raise self._error
+            raise ChannelClosed(f"cannot send to closed channel {self.id}")
+        payload = dumps(item, self._router_id_of)
+        cost = len(payload) + FRAME_COST
+        window = self.gateway.window
+        while self._outstanding > 0 and self._outstanding + cost > window:
+            self._credit = self._loop.create_future()
+            await self._credit
+            if self._closed or self._remote_closed:
+                raise self._end_error() if self._error else ChannelClosed(
+                    f"channel {self.id} closed while sending"
+                )
+        self._outstanding += cost
+        router = self._router
+        router.write_frame(DATA, self.id, payload)
+        if router._writable is not None:
+            await router.drain()
+
+    def _router_id_of(self, obj: object) -> int | None:
+        if isinstance(obj, Channel) and obj._router is self._router:
+            return obj.id
+        return None
+
+    def close(self, error: str | None = None) -> None:
+        """Close the channel both ways; ``error`` reaches remote code as a
+        ``RemoteError`` from its ``receive``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._router.lost is None:
+            if error is None:
+                self._router.write_frame(CLOSE, self.id)
+            else:
+                self._router.write_frame(CLOSE_ERROR, self.id, str(error).encode("utf-8"))
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(ChannelClosed(f"channel {self.id} was closed"))
+        self._waiters.clear()
+        self._release_sender()
+
+    def isclosed(self) -> bool:
+        """True once either side closed the channel (or the gateway was lost)."""
+        return self._closed or self._remote_closed
+
+    async def waitclose(self, timeout: float | None = None) -> None:
+        """Wait until the remote side closes the channel (its code finished).
+
+        :raises RemoteError: if the remote code raised.
+        :raises GatewayLost: if the gateway went away first.
+        :raises TimeoutError: if it did not close within ``timeout`` seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(self._done)
+        except builtins.TimeoutError:
+            raise TimeoutError(f"channel {self.id} not closed within {timeout}s") from None
+        if self._error is not None:
+            raise self._error
+
+    async def __aenter__(self) -> Channel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class MultiChannel:
+    """Several channels used as one, e.g. from ``Group.remote_exec``."""
+
+    def __init__(self, channels: Sequence[Channel]) -> None:
+        self._channels = list(channels)
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(self._channels)
+
+    def __getitem__(self, index: int) -> Channel:
+        return self._channels[index]
+
+    def __contains__(self, channel: object) -> bool:
+        return channel in self._channels
+
+    def __repr__(self) -> str:
+        return f"<MultiChannel {self._channels!r}>"
+
+    async def send_each(self, item: object) -> None:
+        """Send ``item`` on every channel, concurrently."""
+        await run_all(channel.send(item) for channel in self._channels)
+
+    async def receive_each(self, withchannel: bool = False) -> list[Any]:
+        """One value from each channel, in channel order; with
+        ``withchannel``, ``(channel, value)`` pairs."""
+        values = await run_all(channel.receive() for channel in self._channels)
+        if withchannel:
+            return list(zip(self._channels, values, strict=True))
+        return values
+
+    def make_receive_queue(self, endmarker: object = NO_ENDMARKER) -> asyncio.Queue[tuple[Channel, Any]]:
+        """A queue of ``(channel, value)`` from all channels, filled by
+        callbacks; ``(channel, endmarker)`` when a channel ends, if given."""
+        queue: asyncio.Queue[tuple[Channel, Any]] = asyncio.Queue()
+        for channel in self._channels:
+            channel.setcallback(
+                lambda item, channel=channel: queue.put_nowait((channel, item)), endmarker
+            )
+        return queue
+
+    async def waitclose(self, timeout: float | None = None) -> None:
+        """Wait for every channel to close; the first error is raised."""
+        await run_all(channel.waitclose(timeout) for channel in self._channels)

@@ -1,0 +1,109 @@
+"""The one error tree of asyncgw::
+
+    AsyncgwError
+     ├─ GatewayError          could not start, or lost
+     │   ├─ HostNotFound
+     │   ├─ BootstrapError
+     │   └─ GatewayLost
+     ├─ ChannelError
+     │   ├─ ChannelClosed     (also EOFError)
+     │   └─ RemoteError       remote code raised; .formatted
+     ├─ ProtocolError         bad frame on the wire
+     ├─ DataFormatError
+     │   ├─ DumpError         (also TypeError)
+     │   └─ LoadError         (also ValueError)
+     ├─ SpecError             (also ValueError)
+     └─ TimeoutError          (also the builtin TimeoutError)
+
+The wire-level classes live in ``_wire`` because that module is shipped to
+remote interpreters without the rest of the package; they are re-exported
+here so that this module is the one place to look.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+from ._wire import AsyncgwError, DataFormatError, DumpError, LoadError, ProtocolError
+
+__all__ = [
+    "AsyncgwError",
+    "BootstrapError",
+    "ChannelClosed",
+    "ChannelError",
+    "DataFormatError",
+    "DumpError",
+    "GatewayError",
+    "GatewayLost",
+    "HostNotFound",
+    "LoadError",
+    "ProtocolError",
+    "RemoteError",
+    "SpecError",
+    "TimeoutError",
+]
+
+
+class GatewayError(AsyncgwError):
+    """Raised when a gateway cannot be started or has been lost.
+
+    :ivar gateway_id: the id of the gateway concerned, when known.
+    """
+
+    def __init__(self, message: str, gateway_id: str | None = None) -> None:
+        super().__init__(message)
+        self.gateway_id = gateway_id
+
+
+class HostNotFound(GatewayError):
+    """Raised by ``makegateway`` when the host or interpreter cannot be reached
+    (for popen: the ``python=`` executable does not exist)."""
+
+
+class BootstrapError(GatewayError):
+    """Raised by ``makegateway`` when the interpreter started but did not come
+    up as an asyncgw worker: it exited, printed something else, spoke another
+    protocol version, or did not answer within the timeout."""
+
+
+class GatewayLost(GatewayError):
+    """Raised by channel operations once the remote interpreter has gone
+    (killed, crashed, exited, stream closed) — at once, never after a hang."""
+
+
+class ChannelError(AsyncgwError):
+    """Raised for errors that concern one channel."""
+
+
+class ChannelClosed(ChannelError, EOFError):
+    """Raised by ``receive`` at the end of the stream (the channel was closed
+    and every value sent before that was received) and by ``send`` on a
+    closed channel. It is an ``EOFError``, as in execnet."""
+
+
+class RemoteError(ChannelError):
+    """Raised when remote code failed: by ``receive`` once the values sent
+    before the failure are consumed, and by ``waitclose``.
+
+    :ivar formatted: the remote traceback, formatted on the remote side.
+    """
+
+    def __init__(self, formatted: str) -> None:
+        super().__init__(formatted)
+        self.formatted = formatted
+
+    def __str__(self) -> str:
+        return self.formatted
+
+    def __repr__(self) -> str:
+        last = self.formatted.strip().splitlines()[-1:] or [""]
+        return f"RemoteError({last[0]!r})"
+
+
+class SpecError(AsyncgwError, ValueError):
+    """Raised by ``XSpec`` and ``makegateway`` for a malformed spec; the message
+    names the offending key."""
+
+
+class TimeoutError(AsyncgwError, builtins.TimeoutError):
+    """Raised when an operation given a ``timeout`` did not complete in time."""

@@ -1,0 +1,211 @@
+"""Gateway: one remote interpreter, its router and its channels.
+
+A gateway is opened by :func:`open_gateway` (groups call it): the transport
+starts the interpreter, the router waits for the worker's greeting, and
+only then does the gateway exist for the caller. Whatever fails or is
+cancelled on the way kills the interpreter before the error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ._bootstrap import bootstrap_payload
+from ._channel import DEFAULT_WINDOW, Channel
+from ._code import call_request, exec_request
+from ._errors import BootstrapError, GatewayError, TimeoutError
+from ._router import Router
+from ._wire import EXEC, REQUEST, TERMINATE, dumps
+from .transports import factory_for
+
+if TYPE_CHECKING:
+    from ._group import Group
+    from ._spec import XSpec
+    from .transports import Transport
+
+__all__ = ["Gateway", "open_gateway"]
+
+#: Seconds a new interpreter has to greet us unless the spec says otherwise.
+DEFAULT_CONNECT_TIMEOUT = 60.0
+
+
+class Gateway:
+    """A connection to one remote interpreter. Made by ``Group.makegateway``."""
+
+    def __init__(self, spec: XSpec, group: Group | None, window: int = DEFAULT_WINDOW) -> None:
+        assert spec.id is not None
+        self.id: str = spec.id
+        self.spec = spec
+        self.group = group
+        self.window = window
+        self._router = Router(self.id, self._make_channel)
+        self._transport: Transport | None = None
+        self._next_id = 1  # this side numbers its channels odd
+        self._hello: dict[str, Any] = {}
+        self._exiting = False
+
+    def __repr__(self) -> str:
+        state = "receive-live" if self.is_alive else "not-receiving"
+        model = self.spec.execmodel or "thread"
+        active = len(self._router.channels)
+        return f"<Gateway id={self.id!r} {state}, {model} model, {active} active channels>"
+
+    @property
+    def is_alive(self) -> bool:
+        """True until the remote interpreter is gone or asked to exit."""
+        return self._router.lost is None and not self._exiting
+
+    @property
+    def remote_pid(self) -> int | None:
+        """The worker's process id as it reported it (on its own host)."""
+        pid = self._hello.get("pid")
+        return pid if isinstance(pid, int) else None
+
+    # -- channels
+
+    def _make_channel(self, ident: int) -> Channel:
+        return Channel(self, self._router, ident)
+
+    def newchannel(self) -> Channel:
+        """A new channel, to send to remote code as a value."""
+        self._router.check_alive()
+        ident = self._next_id
+        self._next_id += 2
+        return self._router.channel_for_id(ident)
+
+    def remote_exec(
+        self, source: str | types.ModuleType | Callable[..., Any], **kwargs: Any
+    ) -> Channel:
+        """Start ``source`` remotely and return its channel at once.
+
+        ``source`` is source text, a module, or a self-contained function
+        taking ``channel`` first (``kwargs`` are passed to it). Code that
+        uses top-level ``await``, or an ``async def`` function, runs on the
+        remote event loop with an awaitable channel.
+
+        :raises TypeError, ValueError: for what cannot be sent (see ``_code``).
+        :raises DumpError: if ``kwargs`` hold a type the wire cannot carry.
+        :raises GatewayLost: if the gateway is gone.
+        """
+        request = exec_request(source, kwargs)
+        payload = dumps(request)
+        channel = self.newchannel()
+        self._router.write_frame(EXEC, channel.id, payload)
+        return channel
+
+    async def call(self, function: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """Run a self-contained ``function(*args, **kwargs)`` remotely and
+        return its result (``async def`` functions are awaited remotely).
+
+        Cancelling abandons the result; the remote call is not interrupted.
+
+        :raises RemoteError: if the function raised.
+        """
+        channel = self.remote_exec(call_request(function))
+        await channel.send((args, kwargs))
+        return await channel.receive()
+
+    async def _request(self, what: str) -> dict[str, Any]:
+        channel = self.newchannel()
+        self._router.write_frame(REQUEST, channel.id, what.encode("ascii"))
+        answer = await channel.receive()
+        assert isinstance(answer, dict)
+        return answer
+
+    async def remote_status(self) -> types.SimpleNamespace:
+        """``numchannels``, ``numexecuting`` and ``execmodel`` of the worker,
+        answered by its reader without running any code."""
+        return types.SimpleNamespace(**await self._request("status"))
+
+    async def remote_info(self) -> types.SimpleNamespace:
+        """``executable``, ``version_info``, ``platform``, ``cwd`` and ``pid``
+        of the remote interpreter."""
+        return types.SimpleNamespace(**await self._request("info"))
+
+    # -- lifetime
+
+    async def exit(self, timeout: float | None = None) -> None:
+        """Ask the worker to exit once its running code finishes, wait up to
+        ``timeout`` seconds (None: as long as it takes), then kill it.
+        Leaves the group. Returns once the interpreter is gone.
+
+        Cancelling kills the interpreter at once and still waits for it.
+        """
+        self._exiting = True
+        if self.group is not None:
+            self.group._remove(self)
+        transport = self._transport
+        if transport is None:
+            return
+        try:
+            if self._router.lost is None:
+                self._router.write_frame(TERMINATE, 0)
+            async with asyncio.timeout(timeout):
+                await transport.wait_closed()
+        except builtins.TimeoutError:
+            await asyncio.shield(transport.kill())
+        except asyncio.CancelledError:
+            await asyncio.shield(transport.kill())
+            raise
+        finally:
+            if self._router.lost is None:
+                self._router.connection_lost("the gateway exited")
+
+    async def kill(self) -> None:
+        """End the remote interpreter now, without asking."""
+        self._exiting = True
+        if self.group is not None:
+            self.group._remove(self)
+        if self._transport is not None:
+            await asyncio.shield(self._transport.kill())
+        self._router.connection_lost("the gateway was killed")
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection to the worker has ended."""
+        await self._router.closed.wait()
+
+
+async def open_gateway(
+    spec: XSpec, group: Group | None, window: int = DEFAULT_WINDOW
+) -> Gateway:
+    """Start the interpreter ``spec`` names and return its gateway once the
+    worker has greeted us.
+
+    Cancelling kills the half-started interpreter before re-raising.
+
+    :raises SpecError: for a spec no transport serves.
+    :raises HostNotFound: if the interpreter or host cannot be reached.
+    :raises BootstrapError: if it did not come up as a worker in time.
+    """
+    factory = factory_for(spec)
+    gateway = Gateway(spec, group, window)
+    config = {
+        "id": gateway.id,
+        "window": window,
+        "execmodel": spec.execmodel or "thread",
+        "chdir": spec.chdir,
+        "nice": spec.nice,
+        "env": dict(spec.env),
+        "dont_write_bytecode": bool(spec.dont_write_bytecode),
+    }
+    timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
+    transport = await factory(spec, gateway._router, bootstrap_payload(config))
+    gateway._transport = gateway._router.transport = transport
+    try:
+        async with asyncio.timeout(timeout):
+            gateway._hello = await gateway._router.hello
+    except BaseException as exc:
+        await asyncio.shield(transport.kill())
+        gateway._router.connection_lost("start-up failed")
+        if isinstance(exc, builtins.TimeoutError):
+            raise TimeoutError(
+                f"gateway {gateway.id!r} ({spec}) did not start within {timeout}s"
+            ) from None
+        if isinstance(exc, GatewayError):
+            raise BootstrapError(f"gateway {gateway.id!r} ({spec}): {exc}", gateway.id) from None
+        raise
+    return gateway

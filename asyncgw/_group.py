@@ -1,0 +1,178 @@
+"""Group: a set of gateways started and terminated together, in parallel.
+
+Ids are unique within a group: ``gw0, gw1, ...`` unless a spec names one.
+An id is reserved from the moment a gateway starts opening, so concurrent
+``makegateway`` calls can never produce the same id twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from types import ModuleType, TracebackType
+from typing import Any
+
+from ._channel import MultiChannel
+from ._errors import SpecError
+from ._gateway import Gateway, open_gateway
+from ._spec import XSpec
+from ._tasks import run_all
+
+__all__ = ["Group", "default_group", "makegateway"]
+
+SpecLike = XSpec | str
+
+
+class Group:
+    """Gateways managed together.
+
+    ``async with Group(["popen"] * 2) as group:`` starts the listed gateways
+    on entry and terminates every member on exit (also on an exception or a
+    cancellation), waiting at most ``exit_timeout`` seconds for running
+    remote code before killing.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[SpecLike] = (),
+        *,
+        defaultspec: str = "popen",
+        exit_timeout: float = 5.0,
+    ) -> None:
+        self._initial = list(specs)
+        self._gateways: list[Gateway] = []
+        self._reserved: set[str] = set()
+        self._autoidcounter = 0
+        self.defaultspec = defaultspec
+        self.exit_timeout = exit_timeout
+
+    def __repr__(self) -> str:
+        return f"<Group {[gw.id for gw in self._gateways]!r}>"
+
+    def __len__(self) -> int:
+        return len(self._gateways)
+
+    def __iter__(self) -> Iterator[Gateway]:
+        return iter(list(self._gateways))
+
+    def __contains__(self, key: object) -> bool:
+        if isinstance(key, Gateway):
+            return key in self._gateways
+        return any(gw.id == key for gw in self._gateways)
+
+    def __getitem__(self, key: int | str) -> Gateway:
+        if isinstance(key, int):
+            return self._gateways[key]
+        for gateway in self._gateways:
+            if gateway.id == key:
+                return gateway
+        raise KeyError(key)
+
+    async def __aenter__(self) -> Group:
+        if self._initial:
+            specs, self._initial = self._initial, []
+            await self.makegateways(specs)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.terminate(self.exit_timeout)
+
+    def allocate_id(self, spec: XSpec) -> None:
+        """Give ``spec`` the next free automatic id, if it has none."""
+        if spec.id is not None:
+            return
+        taken = self._reserved | {gw.id for gw in self._gateways}
+        while f"gw{self._autoidcounter}" in taken:
+            self._autoidcounter += 1
+        spec.id = f"gw{self._autoidcounter}"
+        self._autoidcounter += 1
+
+    async def makegateway(self, spec: SpecLike | None = None) -> Gateway:
+        """Start a gateway for ``spec`` (default: :attr:`defaultspec`).
+
+        Cancelling kills the half-started interpreter; nothing is left.
+
+        :raises SpecError: for a malformed spec or an id already in use.
+        :raises GatewayError: if the gateway cannot be started.
+        """
+        gateway = await self._open(self._reserve(spec))
+        self._gateways.append(gateway)
+        return gateway
+
+    async def makegateways(self, specs: Iterable[SpecLike]) -> list[Gateway]:
+        """Start gateways for all ``specs`` concurrently; all or nothing: if
+        one fails, the others are killed and the first error is raised.
+        Members join the group in the order of ``specs``."""
+        reserved: list[XSpec] = []
+        try:
+            for spec in specs:
+                reserved.append(self._reserve(spec))
+        except BaseException:
+            self._reserved.difference_update(str(spec.id) for spec in reserved)
+            raise
+        started: list[Gateway] = []
+
+        async def make(spec: XSpec) -> Gateway:
+            gateway = await self._open(spec)
+            started.append(gateway)
+            return gateway
+
+        try:
+            gateways = await run_all(make(spec) for spec in reserved)
+        except BaseException:
+            await run_all(gateway.kill() for gateway in started)
+            raise
+        self._gateways.extend(gateways)
+        return gateways
+
+    def _reserve(self, spec: SpecLike | None) -> XSpec:
+        """Parse ``spec``, give it an id, and hold that id until it opens."""
+        if spec is None:
+            spec = self.defaultspec
+        if not isinstance(spec, XSpec):
+            spec = XSpec(spec)
+        self.allocate_id(spec)
+        assert spec.id is not None
+        if spec.id in self._reserved or spec.id in self:
+            raise SpecError(f"gateway id {spec.id!r} is already in use in {self!r}")
+        self._reserved.add(spec.id)
+        return spec
+
+    async def _open(self, spec: XSpec) -> Gateway:
+        assert spec.id is not None
+        try:
+            return await open_gateway(spec, self)
+        finally:
+            self._reserved.discard(spec.id)
+
+    def remote_exec(
+        self, source: str | ModuleType | Callable[..., Any], **kwargs: Any
+    ) -> MultiChannel:
+        """``remote_exec`` on every member; their channels as one."""
+        return MultiChannel([gw.remote_exec(source, **kwargs) for gw in self._gateways])
+
+    async def terminate(self, timeout: float | None = None) -> None:
+        """Ask every member to exit, in parallel; kill whoever has not exited
+        after ``timeout`` seconds (None: wait as long as remote code runs).
+        Returns when every interpreter is gone.
+
+        Cancelling kills the remaining interpreters at once, then re-raises.
+        """
+        await run_all(gateway.exit(timeout) for gateway in list(self._gateways))
+
+    def _remove(self, gateway: Gateway) -> None:
+        if gateway in self._gateways:
+            self._gateways.remove(gateway)
+
+
+#: The group of gateways made by the module-level :func:`makegateway`.
+default_group = Group()
+
+
+async def makegateway(spec: SpecLike | None = None) -> Gateway:
+    """Start a gateway in :data:`default_group`."""
+    return await default_group.makegateway(spec)

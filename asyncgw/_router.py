@@ -1,0 +1,232 @@
+"""The router: one per gateway, the only reader of its transport.
+
+Reading: the transport calls :meth:`Router.data_received` with whatever
+bytes arrived; the router checks the worker's greeting once, decodes
+frames and hands each to its channel right there, in the same callback —
+no task hop between the pipe and a waiting ``receive``.
+
+Writing: frames from every channel are appended to one buffer that is
+written once per event-loop iteration (or sooner when it grows large),
+so a burst of small sends costs one system call, not one each.
+
+Invariants: after :meth:`connection_lost` or a protocol error the router is
+``lost`` for good, every channel has been told, and writes raise
+:class:`GatewayLost`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BootstrapError, GatewayLost, ProtocolError
+from ._wire import (
+    ACK,
+    CLOSE,
+    CLOSE_ERROR,
+    DATA,
+    HEADER,
+    HELLO,
+    MAGIC,
+    MESSAGE_NAMES,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    LoadError,
+    decode_ack,
+    loads,
+)
+
+if TYPE_CHECKING:
+    from ._channel import Channel
+    from .transports import Transport
+
+__all__ = ["Router"]
+
+log = logging.getLogger("asyncgw")
+
+#: Buffered output is written at once beyond this many bytes.
+FLUSH_THRESHOLD = 256 * 1024
+#: Payloads this large bypass the buffer (one copy fewer).
+LARGE_PAYLOAD = 64 * 1024
+
+
+class Router:
+    """Frames in, frames out, and the table of a gateway's channels."""
+
+    def __init__(self, gateway_id: str, channel_factory: Any) -> None:
+        self.gateway_id = gateway_id
+        self._channel_factory = channel_factory
+        self._loop = asyncio.get_running_loop()
+        self._decoder = FrameDecoder()
+        self._greeted = False
+        self._greeting = b""
+        self.hello: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self.channels: dict[int, Channel] = {}
+        self.transport: Transport | None = None
+        self.lost: GatewayLost | None = None
+        self.closed = asyncio.Event()
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self._writable: asyncio.Future[None] | None = None
+
+    # -- reading (StreamSink)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lost is not None:
+            return
+        if not self._greeted:
+            data = self._check_greeting(data)
+            if not data:
+                return
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
+            return
+        channels = self.channels
+        for msgtype, ident, payload in frames:
+            if msgtype == DATA:
+                channel = channels.get(ident)
+                if channel is None:
+                    channel = self.channel_for_id(ident)
+                channel._deliver(payload)
+            elif msgtype == ACK:
+                channel = channels.get(ident)
+                if channel is not None:
+                    channel._on_ack(decode_ack(payload))
+            elif msgtype == CLOSE or msgtype == CLOSE_ERROR:
+                error = payload.decode("utf-8", "replace") if msgtype == CLOSE_ERROR else None
+                if ident == 0:  # the worker could not set itself up
+                    self._fail_hello(f"the worker failed to start:\n{error}")
+                elif (channel := channels.get(ident)) is not None:
+                    channel._on_remote_close(error)
+            elif msgtype == HELLO:
+                self._on_hello(payload)
+            else:
+                self._fail(f"gateway {self.gateway_id!r} sent an unexpected {MESSAGE_NAMES[msgtype]}")
+                return
+
+    def _check_greeting(self, data: bytes) -> bytes:
+        """Strip the worker's MAGIC; anything else there means no worker."""
+        self._greeting += data
+        if len(self._greeting) < len(MAGIC):
+            if MAGIC.startswith(self._greeting):
+                return b""
+        elif self._greeting.startswith(MAGIC):
+            self._greeted = True
+            rest, self._greeting = self._greeting[len(MAGIC) :], b""
+            return rest
+        text = self._greeting[:200].decode("utf-8", "replace")
+        self._fail_hello(f"the interpreter answered with {text!r} instead of an asyncgw worker")
+        return b""
+
+    def _on_hello(self, payload: bytes) -> None:
+        try:
+            hello = loads(payload)
+            protocol = hello["protocol"]
+        except (LoadError, KeyError, TypeError):
+            self._fail_hello("the worker's greeting is malformed")
+            return
+        if protocol != PROTOCOL_VERSION:
+            self._fail_hello(
+                f"the worker speaks protocol version {protocol}, this side {PROTOCOL_VERSION}"
+            )
+            return
+        if not self.hello.done():
+            self.hello.set_result(hello)
+
+    def _fail_hello(self, message: str) -> None:
+        if not self.hello.done():
+            self.hello.set_exception(BootstrapError(message, self.gateway_id))
+        self._fail(message)
+
+    def connection_lost(self, reason: str) -> None:
+        self._fail(f"gateway {self.gateway_id!r} lost: {reason}")
+
+    def _fail(self, message: str) -> None:
+        if self.lost is not None:
+            return
+        if self.transport is not None:
+            diagnosis = self.transport.diagnosis()
+            if diagnosis:
+                message = f"{message} ({diagnosis})"
+        self.lost = GatewayLost(message, self.gateway_id)
+        if not self.hello.done():
+            self.hello.set_exception(BootstrapError(message, self.gateway_id))
+            self.hello.exception()  # retrieved here; the opener re-reads it
+        self._out.clear()
+        for channel in list(self.channels.values()):
+            channel._on_gateway_lost(self.lost)
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self.closed.set()
+
+    # -- the channel table
+
+    def channel_for_id(self, ident: int) -> Channel:
+        channel = self.channels.get(ident)
+        if channel is None:
+            channel = self.channels[ident] = self._channel_factory(ident)
+        return channel
+
+    def forget(self, channel: Channel) -> None:
+        if self.channels.get(channel.id) is channel:
+            del self.channels[channel.id]
+
+    # -- writing
+
+    def check_alive(self) -> None:
+        if self.lost is not None:
+            raise self.lost
+
+    def write_frame(self, msgtype: int, ident: int, payload: bytes = b"") -> None:
+        """Queue a frame; it is written by the end of this loop iteration.
+
+        :raises GatewayLost: if the gateway is gone.
+        """
+        if self.lost is not None:
+            raise self.lost
+        header = HEADER.pack(msgtype, ident, len(payload))
+        if len(payload) >= LARGE_PAYLOAD:
+            self._flush()
+            assert self.transport is not None
+            self.transport.write(header)
+            self.transport.write(payload)
+            return
+        self._out.append(header + payload if payload else header)
+        self._out_size += HEADER.size + len(payload)
+        if self._out_size >= FLUSH_THRESHOLD:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._out and self.lost is None and self.transport is not None:
+            out = self._out
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        self._out = []
+        self._out_size = 0
+
+    def pause_writing(self) -> None:
+        if self._writable is None or self._writable.done():
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait while the transport's buffer is above its high-water mark.
+
+        Cancelling the wait has no effect on what was already written.
+        """
+        writable = self._writable
+        if writable is not None and not writable.done():
+            await asyncio.shield(writable)
+        if self.lost is not None:
+            raise self.lost

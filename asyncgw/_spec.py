@@ -1,0 +1,130 @@
+"""XSpec: execnet's gateway specification strings, ``key=value//key//...``.
+
+A spec is immutable text plus parsed attributes. Parsing checks every key
+against the known ones, so a typo fails here, naming the key, instead of
+being silently ignored by the transport.
+"""
+
+from __future__ import annotations
+
+from ._errors import SpecError
+
+__all__ = ["XSpec"]
+
+#: Keys that choose the transport; a spec has exactly one.
+TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd"}
+#: Keys that take no value (``popen``, not ``popen=x``).
+FLAG_KEYS = {"popen", "dont_write_bytecode"}
+#: Options understood by every transport, or reserved for the transports
+#: that read them.
+OPTION_KEYS = {
+    "python",
+    "chdir",
+    "nice",
+    "id",
+    "dont_write_bytecode",
+    "execmodel",
+    "ssh_config",
+    "installvia",
+    "connect_timeout",
+}
+EXECMODELS = ("thread", "main_thread_only")
+
+
+class XSpec:
+    """A parsed gateway specification.
+
+    ``XSpec("popen//python=python3.12//env:FOO=1").python == "python3.12"``.
+    Keys not given read as ``None``; flags given read as ``True``; ``env:NAME``
+    keys are collected in :attr:`env`. ``str(spec)`` is the text it was made
+    from; equality and hash go by that text.
+
+    :raises SpecError: for an unknown, duplicate or malformed key, naming it.
+    """
+
+    popen: bool | None = None
+    ssh: str | None = None
+    socket: str | None = None
+    via: str | None = None
+    cmd: str | None = None
+    python: str | None = None
+    chdir: str | None = None
+    nice: str | None = None
+    id: str | None = None
+    dont_write_bytecode: bool | None = None
+    execmodel: str | None = None
+    ssh_config: str | None = None
+    installvia: str | None = None
+    connect_timeout: str | None = None
+
+    def __init__(self, string: str) -> None:
+        if not isinstance(string, str):
+            raise SpecError(f"a spec is a string, not {type(string).__name__}")
+        self._spec = string
+        self.env: dict[str, str] = {}
+        seen: set[str] = set()
+        for part in string.split("//"):
+            key, sep, value = part.partition("=")
+            if not key:
+                raise SpecError(f"empty key in spec {string!r} (a stray '//' or '=')")
+            if key in seen:
+                raise SpecError(f"duplicate key {key!r} in spec {string!r}")
+            seen.add(key)
+            if key.startswith("env:"):
+                if not key[4:]:
+                    raise SpecError(f"key 'env:' without a variable name in {string!r}")
+                self.env[key[4:]] = value
+                continue
+            if key not in TRANSPORT_KEYS and key not in OPTION_KEYS:
+                raise SpecError(f"unknown key {key!r} in spec {string!r}")
+            if key in FLAG_KEYS:
+                if sep:
+                    raise SpecError(f"key {key!r} takes no value, in spec {string!r}")
+                setattr(self, key, True)
+            else:
+                if not sep or not value:
+                    raise SpecError(f"key {key!r} needs a value (={key}...) in spec {string!r}")
+                setattr(self, key, value)
+        self._check(string)
+
+    def _check(self, string: str) -> None:
+        transports = [key for key in TRANSPORT_KEYS if getattr(self, key) is not None]
+        if len(transports) > 1:
+            raise SpecError(f"keys {sorted(transports)} each choose a transport; give one")
+        if not transports:
+            raise SpecError(
+                f"spec {string!r} has no transport key (one of {sorted(TRANSPORT_KEYS)})"
+            )
+        if self.nice is not None:
+            try:
+                int(self.nice)
+            except ValueError:
+                raise SpecError(f"key 'nice' wants an integer, not {self.nice!r}") from None
+        if self.execmodel is not None and self.execmodel not in EXECMODELS:
+            raise SpecError(f"key 'execmodel' is one of {EXECMODELS}, not {self.execmodel!r}")
+        if self.connect_timeout is not None:
+            try:
+                float(self.connect_timeout)
+            except ValueError:
+                raise SpecError(
+                    f"key 'connect_timeout' wants seconds, not {self.connect_timeout!r}"
+                ) from None
+
+    @property
+    def transport(self) -> str:
+        """The transport key of this spec (``'popen'``, ``'ssh'``, ...)."""
+        return next(key for key in sorted(TRANSPORT_KEYS) if getattr(self, key) is not None)
+
+    def __repr__(self) -> str:
+        return f"<XSpec {self._spec!r}>"
+
+    def __str__(self) -> str:
+        return self._spec
+
+    def __hash__(self) -> int:
+        return hash(self._spec)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, XSpec):
+            return self._spec == other._spec
+        return NotImplemented

@@ -1,0 +1,371 @@
+"""The wire: frame codec and value codec, sans-IO and stdlib-only.
+
+This module is shipped as source to every remote interpreter (Python >= 3.9),
+so it imports nothing but the standard library and uses no syntax newer than
+3.9. It never reads or writes a stream: callers feed it bytes and get
+messages back, or give it messages and get bytes back.
+
+Frames::
+
+    +------+------------+----------------+---------------------+
+    | type | channel id | payload length | payload             |
+    |  u8  |    u32     |      u32       | `length` bytes      |
+    +------+------------+----------------+---------------------+
+
+Values are a tagged binary encoding of a closed set of types (see
+``dumps``). Decoding only ever builds those types: it never imports,
+evaluates or unpickles anything.
+"""
+
+from __future__ import annotations
+
+import struct
+
+TYPE_CHECKING = False  # typing is not imported at run time: workers start lean
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    ChannelId = Callable[[Any], "int | None"]
+    MakeChannel = Callable[[int], Any]
+
+#: Bumped whenever frames or values change incompatibly.
+PROTOCOL_VERSION = 1
+
+#: Written by a worker before its first frame; lets the local side tell a
+#: live worker from a shell banner or an error message on the same stream.
+MAGIC = b"ASYNCGW\n"
+
+# Message types.
+HELLO = 1  # remote -> local: first frame, a dict describing the worker
+EXEC = 2  # local -> remote: run code, its channel is the frame's channel
+DATA = 3  # either way: one value on a channel
+CLOSE = 4  # either way: the sender will send no more on this channel
+CLOSE_ERROR = 5  # either way: as CLOSE, payload is a formatted traceback
+ACK = 6  # either way: payload u64, bytes consumed by the receiver
+REQUEST = 7  # local -> remote: built-in query (payload: its name)
+TERMINATE = 8  # local -> remote: stop accepting work, finish, exit
+
+MESSAGE_NAMES = {
+    HELLO: "HELLO",
+    EXEC: "EXEC",
+    DATA: "DATA",
+    CLOSE: "CLOSE",
+    CLOSE_ERROR: "CLOSE_ERROR",
+    ACK: "ACK",
+    REQUEST: "REQUEST",
+    TERMINATE: "TERMINATE",
+}
+
+HEADER = struct.Struct("!BII")
+HEADER_SIZE = HEADER.size
+#: Largest payload a decoder accepts unless told otherwise.
+DEFAULT_MAX_PAYLOAD = 256 * 1024 * 1024
+#: Deepest nesting of containers a value may have.
+MAX_DEPTH = 200
+#: Per-frame overhead counted by flow control, so that a flood of tiny
+#: frames is bounded as well as a few big ones.
+FRAME_COST = 32
+
+_ACK = struct.Struct("!Q")
+
+
+class AsyncgwError(Exception):
+    """Root of every error asyncgw raises."""
+
+
+class ProtocolError(AsyncgwError):
+    """Raised when bytes on the wire are not a valid frame.
+
+    The stream is unusable afterwards: the gateway that read it is closed.
+    """
+
+
+class DataFormatError(AsyncgwError):
+    """Raised when a value cannot be encoded or decoded."""
+
+
+class DumpError(DataFormatError, TypeError):
+    """Raised by ``send`` (before anything is written) for a value of a type
+    the wire cannot carry; the message names the type and where it sits."""
+
+
+class LoadError(DataFormatError, ValueError):
+    """Raised when received bytes are not a valid encoded value."""
+
+
+# ---------------------------------------------------------------- frames
+
+
+def encode_frame(msgtype: int, channel: int, payload: bytes = b"") -> bytes:
+    """Return one frame as bytes."""
+    return HEADER.pack(msgtype, channel, len(payload)) + payload
+
+
+def encode_ack(consumed: int) -> bytes:
+    return _ACK.pack(consumed)
+
+
+def decode_ack(payload: bytes) -> int:
+    if len(payload) != _ACK.size:
+        raise ProtocolError("ACK payload of %d bytes, expected 8" % len(payload))
+    return int(_ACK.unpack(payload)[0])
+
+
+class FrameDecoder:
+    """Incremental frame decoder: ``feed`` bytes split anywhere, get frames.
+
+    Each frame is a ``(msgtype, channel, payload)`` tuple. A header with an
+    unknown type or a length over ``max_payload`` raises ``ProtocolError``
+    before any payload is buffered, so a hostile peer cannot make the
+    decoder allocate more than ``max_payload`` plus one read.
+    """
+
+    __slots__ = ("_buf", "max_payload")
+
+    def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self._buf = bytearray()
+        self.max_payload = max_payload
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet make a whole frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        buf = self._buf
+        if buf:
+            buf += data
+            src = bytes(buf) if len(buf) < 65536 else buf
+        else:
+            src = data
+        frames, pos = self._parse(src)
+        if buf:
+            del buf[:pos]
+        elif pos < len(data):
+            buf += data[pos:]
+        return frames
+
+    def _parse(self, src: bytes | bytearray) -> tuple[list[tuple[int, int, bytes]], int]:
+        frames = []
+        append = frames.append
+        unpack = HEADER.unpack_from
+        end = len(src)
+        pos = 0
+        while end - pos >= HEADER_SIZE:
+            msgtype, channel, length = unpack(src, pos)
+            if msgtype not in MESSAGE_NAMES:
+                raise ProtocolError("unknown message type %d" % msgtype)
+            if length > self.max_payload:
+                raise ProtocolError(
+                    "frame of %d bytes exceeds the maximum of %d" % (length, self.max_payload)
+                )
+            start = pos + HEADER_SIZE
+            stop = start + length
+            if stop > end:
+                break
+            append((msgtype, channel, bytes(src[start:stop])))
+            pos = stop
+        return frames, pos
+
+
+# ---------------------------------------------------------------- values
+#
+# Tags, one byte each, then the body:
+#   N T F            None True False
+#   i <i64>          int that fits 64 bits
+#   I <u32 n> <n>    any other int, signed big-endian two's complement
+#   f <f64>  c <f64 f64>
+#   s <u32 n> utf-8  b <u32 n> bytes
+#   l t S z <u32 n> items      list tuple set frozenset
+#   d <u32 n> key value ...    dict
+#   C <u32 id>                 channel
+
+_U32 = struct.Struct("!I")
+_I64 = struct.Struct("!q")
+_F64 = struct.Struct("!d")
+_C128 = struct.Struct("!dd")
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
+class _Unencodable(Exception):
+    """Internal: carries the offending type and its path while unwinding."""
+
+    def __init__(self, obj: object, path: list[str]) -> None:
+        super().__init__()
+        self.obj = obj
+        self.path = path
+
+
+def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
+    """Encode ``obj``; ``channel_id(obj)`` returns a channel's id or None.
+
+    :raises DumpError: naming the type and its location, e.g. ``value[2]['k']``.
+    """
+    parts: list[bytes] = []
+    try:
+        _encode(obj, parts.append, channel_id, 0)
+    except _Unencodable as exc:
+        where = "value" + "".join(reversed(exc.path))
+        kind = type(exc.obj)
+        if isinstance(exc.obj, _TooDeep):
+            raise DumpError(
+                "cannot send a value nested deeper than %d (or a recursive container)"
+                % MAX_DEPTH
+            ) from None
+        raise DumpError(
+            "cannot send %s.%s at %s: only None, bool, int, float, complex, str, "
+            "bytes, list, tuple, dict, set, frozenset and channels travel"
+            % (kind.__module__, kind.__qualname__, where)
+        ) from None
+    return b"".join(parts)
+
+
+class _TooDeep:
+    pass
+
+
+def _encode(obj: Any, out: Callable[[bytes], None], channel_id: ChannelId | None, depth: int) -> None:
+    t = type(obj)
+    if t is int:
+        if _I64_MIN <= obj <= _I64_MAX:
+            out(b"i" + _I64.pack(obj))
+        else:
+            n = obj.bit_length() // 8 + 1
+            out(b"I" + _U32.pack(n) + obj.to_bytes(n, "big", signed=True))
+    elif t is str:
+        data = obj.encode("utf-8", "surrogatepass")
+        out(b"s" + _U32.pack(len(data)))
+        out(data)
+    elif t is bytes:
+        out(b"b" + _U32.pack(len(obj)))
+        out(obj)
+    elif obj is None:
+        out(b"N")
+    elif obj is True:
+        out(b"T")
+    elif obj is False:
+        out(b"F")
+    elif t is float:
+        out(b"f" + _F64.pack(obj))
+    elif t in _CONTAINER_TAGS:
+        if depth >= MAX_DEPTH:
+            raise _Unencodable(_TooDeep(), [])
+        out(_CONTAINER_TAGS[t] + _U32.pack(len(obj)))
+        if t is dict:
+            for key, value in obj.items():
+                try:
+                    _encode(key, out, channel_id, depth + 1)
+                    _encode(value, out, channel_id, depth + 1)
+                except _Unencodable as exc:
+                    exc.path.append("[%r]" % (key,))
+                    raise
+        else:
+            for index, item in enumerate(obj):
+                try:
+                    _encode(item, out, channel_id, depth + 1)
+                except _Unencodable as exc:
+                    exc.path.append("[%d]" % index if t in (list, tuple) else "{item}")
+                    raise
+    elif t is complex:
+        out(b"c" + _C128.pack(obj.real, obj.imag))
+    else:
+        ident = channel_id(obj) if channel_id is not None else None
+        if ident is None:
+            raise _Unencodable(obj, [])
+        out(b"C" + _U32.pack(ident))
+
+
+_CONTAINER_TAGS = {list: b"l", tuple: b"t", dict: b"d", set: b"S", frozenset: b"z"}
+
+
+def loads(data: bytes, make_channel: MakeChannel | None = None) -> Any:
+    """Decode one value; ``make_channel(id)`` turns a channel id into a channel.
+
+    :raises LoadError: for any malformed input, never anything else.
+    """
+    try:
+        obj, pos = _decode(data, 0, make_channel, 0)
+    except LoadError:
+        raise
+    except (struct.error, IndexError):
+        raise LoadError("truncated value") from None
+    except UnicodeDecodeError as exc:
+        raise LoadError("invalid UTF-8 in string: %s" % exc) from None
+    except TypeError as exc:  # unhashable key or set member
+        raise LoadError("invalid value: %s" % exc) from None
+    if pos != len(data):
+        raise LoadError("%d trailing bytes after value" % (len(data) - pos))
+    return obj
+
+
+def _decode(
+    data: bytes, pos: int, make_channel: MakeChannel | None, depth: int
+) -> tuple[Any, int]:
+    tag = data[pos]
+    pos += 1
+    if tag == 0x69:  # i
+        return _I64.unpack_from(data, pos)[0], pos + 8
+    if tag == 0x73 or tag == 0x62:  # s b
+        (n,) = _U32.unpack_from(data, pos)
+        pos += 4
+        end = pos + n
+        if end > len(data):
+            raise LoadError("truncated value")
+        raw = data[pos:end]
+        if tag == 0x62:
+            return bytes(raw), end
+        return raw.decode("utf-8", "surrogatepass"), end
+    if tag == 0x4E:  # N
+        return None, pos
+    if tag == 0x54:  # T
+        return True, pos
+    if tag == 0x46:  # F
+        return False, pos
+    if tag == 0x66:  # f
+        return _F64.unpack_from(data, pos)[0], pos + 8
+    kind = _CONTAINER_KINDS.get(tag)
+    if kind is not None:
+        if depth >= MAX_DEPTH:
+            raise LoadError("value nested deeper than %d" % MAX_DEPTH)
+        (n,) = _U32.unpack_from(data, pos)
+        pos += 4
+        per_item = 2 if kind is dict else 1
+        if n * per_item > len(data) - pos:  # every item takes at least a byte
+            raise LoadError("container claims %d items, more than the data holds" % n)
+        depth += 1
+        if kind is dict:
+            result: dict[object, object] = {}
+            for _ in range(n):
+                key, pos = _decode(data, pos, make_channel, depth)
+                result[key], pos = _decode(data, pos, make_channel, depth)
+            return result, pos
+        items = []
+        for _ in range(n):
+            item, pos = _decode(data, pos, make_channel, depth)
+            items.append(item)
+        return (items if kind is list else kind(items)), pos
+    if tag == 0x49:  # I
+        (n,) = _U32.unpack_from(data, pos)
+        pos += 4
+        if pos + n > len(data):
+            raise LoadError("truncated value")
+        return int.from_bytes(data[pos : pos + n], "big", signed=True), pos + n
+    if tag == 0x63:  # c
+        real, imag = _C128.unpack_from(data, pos)
+        return complex(real, imag), pos + 16
+    if tag == 0x43:  # C
+        (ident,) = _U32.unpack_from(data, pos)
+        if make_channel is None:
+            raise LoadError("a channel arrived where none can be received")
+        return make_channel(ident), pos + 4
+    raise LoadError("unknown value tag %r at offset %d" % (bytes([tag]), pos - 1))
+
+
+_CONTAINER_KINDS: dict[int, type] = {
+    0x6C: list,
+    0x74: tuple,
+    0x64: dict,
+    0x53: set,
+    0x7A: frozenset,
+}

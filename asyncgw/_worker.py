@@ -1,0 +1,631 @@
+"""The remote worker: the main loop of a gateway's far side.
+
+Shipped as source with ``_wire`` (see ``_bootstrap``) to interpreters of
+Python >= 3.9; stdlib only, and it imports asyncio only when async remote
+code runs, because importing asyncio costs several interpreter starts.
+
+Threads: one reader (the main thread, or a helper thread under the
+``main_thread_only`` model) owns the input stream and dispatches frames;
+each piece of sync remote code runs in a thread of its own and writes its
+frames itself under a lock, so no hop stands between remote code and the
+stream. Async remote code runs on one lazily started event-loop thread.
+
+Invariants: the protocol streams are private descriptors — fd 0 reads
+/dev/null and fd 1 is stderr — so ``print`` or ``input`` in remote code can
+never corrupt the stream. End of input means the local side is gone: the
+worker exits at once, so no orphan outlives its parent.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+import threading
+from collections import deque
+
+from ._wire import (
+    ACK,
+    CLOSE,
+    CLOSE_ERROR,
+    DATA,
+    EXEC,
+    FRAME_COST,
+    HEADER,
+    HELLO,
+    MAGIC,
+    PROTOCOL_VERSION,
+    REQUEST,
+    TERMINATE,
+    FrameDecoder,
+    ProtocolError,
+    decode_ack,
+    dumps,
+    encode_ack,
+    loads,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
+PYCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+READ_SIZE = 256 * 1024
+_NO_ENDMARKER = object()
+
+
+class RemoteError(Exception):
+    """Raised in remote code by ``receive`` when the local side closed the
+    channel with an error."""
+
+
+class _GatewayHandle:
+    """What remote code sees as ``channel.gateway``."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self.id = worker.gateway_id
+
+    def newchannel(self) -> Channel:
+        """A new channel, to be sent to the local side as a value."""
+        return self._worker.new_channel()
+
+
+class Channel:
+    """The remote end of a channel, for sync remote code (execnet's API).
+
+    Thread-safe. Values are kept encoded until ``receive`` so that the
+    reader thread never runs the decoder for someone else.
+    """
+
+    RemoteError = RemoteError
+    TimeoutError = builtins.TimeoutError
+
+    def __init__(self, worker: Worker, ident: int) -> None:
+        self._worker = worker
+        self.id = ident
+        self.gateway = worker.handle
+        self._cond = threading.Condition(threading.Lock())
+        self._items: deque[bytes] = deque()
+        self._remote_closed = False  # the local side will send no more
+        self._error: str | None = None
+        self._closed = False  # we will send no more
+        self._outstanding = 0  # bytes sent, not yet acknowledged
+        self._unacked = 0  # bytes consumed, not yet acknowledged
+        self._callback: Callable[[Any], None] | None = None
+        self._endmarker: object = _NO_ENDMARKER
+        self._wakeups: list[Callable[[], None]] = []  # async waiters
+
+    def __repr__(self) -> str:
+        state = "closed" if self.isclosed() else "open"
+        return "<Channel id=%d %s>" % (self.id, state)
+
+    # -- fed by the reader thread
+
+    def _deliver(self, payload: bytes) -> None:
+        callback = self._callback
+        if callback is not None:
+            self._consumed(len(payload))
+            callback(self._decode(payload))
+            return
+        with self._cond:
+            self._items.append(payload)
+            self._cond.notify()
+            self._wake()
+
+    def _on_remote_close(self, error: str | None) -> None:
+        with self._cond:
+            self._remote_closed = True
+            self._error = error
+            self._cond.notify_all()
+            self._wake()
+            callback, marker = self._callback, self._endmarker
+        if callback is not None and marker is not _NO_ENDMARKER:
+            callback(marker)
+        self._worker.forget_if_done(self)
+
+    def _on_ack(self, consumed: int) -> None:
+        with self._cond:
+            self._outstanding -= consumed
+            self._cond.notify_all()
+            self._wake()
+
+    def _wake(self) -> None:
+        wakeups, self._wakeups = self._wakeups, []
+        for wake in wakeups:
+            wake()
+
+    # -- used by remote code
+
+    def _decode(self, payload: bytes) -> Any:
+        return loads(payload, self._worker.channel_for_id)
+
+    def _consumed(self, nbytes: int) -> None:
+        self._unacked += nbytes + FRAME_COST
+        if self._unacked >= self._worker.window // 4:
+            consumed, self._unacked = self._unacked, 0
+            self._worker.write_frame(ACK, self.id, encode_ack(consumed))
+
+    def _pop(self) -> bytes | None:
+        """Next payload, or None if none is there yet (caller holds _cond)."""
+        if self._items:
+            return self._items.popleft()
+        if self._remote_closed:
+            if self._error is not None:
+                raise RemoteError(self._error)
+            raise EOFError("channel %d closed by the other side" % self.id)
+        return None
+
+    def receive(self, timeout: float | None = None) -> Any:
+        """The next value; blocks until one arrives.
+
+        :raises EOFError: when the channel was closed and drained.
+        :raises RemoteError: when the other side closed it with an error.
+        :raises TimeoutError: if nothing arrived within ``timeout`` seconds.
+        """
+        with self._cond:
+            payload = self._pop()
+            while payload is None:
+                if not self._cond.wait(timeout):
+                    raise builtins.TimeoutError(
+                        "no value on channel %d within %ss" % (self.id, timeout)
+                    )
+                payload = self._pop()
+            self._consumed(len(payload))
+        return self._decode(payload)
+
+    def __iter__(self) -> Channel:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return self.receive()
+        except EOFError:
+            raise StopIteration from None
+
+    next = __next__
+
+    def _encode_for_send(self, item: object) -> bytes:
+        if self._closed:
+            raise OSError("cannot send to closed channel %d" % self.id)
+        return dumps(item, self._worker.id_of_channel)
+
+    def _reserve(self, cost: int) -> bool:
+        """Take ``cost`` bytes of window if free (caller holds _cond)."""
+        if self._outstanding > 0 and self._outstanding + cost > self._worker.window:
+            return False
+        self._outstanding += cost
+        return True
+
+    def send(self, item: object) -> None:
+        """Send a value; blocks while the receiver's window is full."""
+        payload = self._encode_for_send(item)
+        cost = len(payload) + FRAME_COST
+        with self._cond:
+            while not self._reserve(cost):
+                if self._remote_closed or self._worker.lost:
+                    break
+                self._cond.wait()
+        self._worker.write_frame(DATA, self.id, payload)
+
+    def setcallback(self, callback: Callable[[Any], None], endmarker: object = _NO_ENDMARKER) -> None:
+        """Call ``callback(value)`` from the reader thread for every value,
+        first for those already queued; ``callback(endmarker)`` at close."""
+        with self._cond:
+            items, self._items = list(self._items), deque()
+            self._callback, self._endmarker = callback, endmarker
+            closed = self._remote_closed
+        for payload in items:
+            self._consumed(len(payload))
+            callback(self._decode(payload))
+        if closed and endmarker is not _NO_ENDMARKER:
+            callback(endmarker)
+
+    def close(self, error: str | None = None) -> None:
+        """Tell the other side no more values come; ``error`` marks a failure."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+        if error is None:
+            self._worker.write_frame(CLOSE, self.id)
+        else:
+            self._worker.write_frame(CLOSE_ERROR, self.id, str(error).encode("utf-8", "replace"))
+        self._worker.forget_if_done(self)
+
+    def isclosed(self) -> bool:
+        return self._closed or self._remote_closed
+
+    def waitclose(self, timeout: float | None = None) -> None:
+        """Block until the other side closed the channel."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._remote_closed, timeout):
+                raise builtins.TimeoutError("channel %d not closed within %ss" % (self.id, timeout))
+            if self._error is not None:
+                raise RemoteError(self._error)
+
+
+class AsyncChannel:
+    """The remote end of a channel as async remote code sees it: ``send`` and
+    ``receive`` are awaitable and never block the event loop on a window."""
+
+    RemoteError = RemoteError
+
+    def __init__(self, channel: Channel, loop: Any) -> None:
+        self._channel = channel
+        self._loop = loop
+        self.id = channel.id
+        self.gateway = channel.gateway
+
+    def __repr__(self) -> str:
+        return "<AsyncChannel id=%d>" % self.id
+
+    async def _wait(self) -> None:
+        """Wait for the next change to the channel (caller held _cond)."""
+        future = self._loop.create_future()
+
+        def wake() -> None:
+            self._loop.call_soon_threadsafe(_resolve, future)
+
+        self._channel._wakeups.append(wake)
+        self._channel._cond.release()
+        try:
+            await future
+        finally:
+            self._channel._cond.acquire()
+
+    async def receive(self) -> Any:
+        channel = self._channel
+        with channel._cond:
+            payload = channel._pop()
+            while payload is None:
+                await self._wait()
+                payload = channel._pop()
+            channel._consumed(len(payload))
+        return channel._decode(payload)
+
+    def __aiter__(self) -> AsyncChannel:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self.receive()
+        except EOFError:
+            raise StopAsyncIteration from None
+
+    async def send(self, item: object) -> None:
+        channel = self._channel
+        payload = channel._encode_for_send(item)
+        cost = len(payload) + FRAME_COST
+        with channel._cond:
+            while not channel._reserve(cost):
+                if channel._remote_closed or channel._worker.lost:
+                    break
+                await self._wait()
+        channel._worker.write_frame(DATA, channel.id, payload)
+
+    def close(self, error: str | None = None) -> None:
+        self._channel.close(error)
+
+    def isclosed(self) -> bool:
+        return self._channel.isclosed()
+
+
+def _resolve(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class Worker:
+    """Owns the streams, the channel table and the execution of remote code."""
+
+    def __init__(self, rfd: int, wfd: int, config: dict[str, Any]) -> None:
+        self.rfd = rfd
+        self.wfd = wfd
+        self.gateway_id = config.get("id")
+        self.window = int(config.get("window", 8 * 1024 * 1024))
+        self.execmodel = config.get("execmodel") or "thread"
+        self.handle = _GatewayHandle(self)
+        self.lost = False
+        self._write_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below
+        self._channels: dict[int, Channel] = {}
+        self._next_id = 2  # the remote side numbers its channels even
+        self._executing = 0
+        self._terminating = False
+        self._idle = threading.Condition(self._lock)
+        self._loop: Any = None
+        self._main_jobs: deque[Callable[[], None]] = deque()
+        self._main_wake = threading.Condition(threading.Lock())
+
+    # -- output
+
+    def write_frame(self, msgtype: int, ident: int, payload: bytes = b"") -> None:
+        header = HEADER.pack(msgtype, ident, len(payload))
+        with self._write_lock:
+            try:
+                if len(payload) < 65536:
+                    self._write_all(header + payload)
+                else:  # spare a copy of big payloads
+                    self._write_all(header)
+                    self._write_all(payload)
+            except OSError:
+                # The local side is gone; nobody is left to tell.
+                _exit(0)
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.wfd, view) :]
+
+    # -- channel table
+
+    def channel_for_id(self, ident: int) -> Channel:
+        with self._lock:
+            channel = self._channels.get(ident)
+            if channel is None:
+                channel = self._channels[ident] = Channel(self, ident)
+            return channel
+
+    def new_channel(self) -> Channel:
+        with self._lock:
+            ident = self._next_id
+            self._next_id += 2
+        return self.channel_for_id(ident)
+
+    def id_of_channel(self, obj: object) -> int | None:
+        if isinstance(obj, Channel):
+            return obj.id
+        if isinstance(obj, AsyncChannel):
+            return obj.id
+        return None
+
+    def forget_if_done(self, channel: Channel) -> None:
+        if channel._closed and channel._remote_closed:
+            with self._lock:
+                if self._channels.get(channel.id) is channel:
+                    del self._channels[channel.id]
+
+    # -- input
+
+    def read_loop(self) -> None:
+        decoder = FrameDecoder()
+        rfd = self.rfd
+        dispatch = self._dispatch
+        while True:
+            data = os.read(rfd, READ_SIZE)
+            if not data:
+                self.lost = True
+                _exit(0)  # the local side is gone: leave no orphan behind
+            try:
+                frames = decoder.feed(data)
+            except ProtocolError as exc:
+                sys.stderr.write("asyncgw worker: %s; exiting\n" % exc)
+                _exit(3)
+            for msgtype, ident, payload in frames:
+                dispatch(msgtype, ident, payload)
+
+    def _dispatch(self, msgtype: int, ident: int, payload: bytes) -> None:
+        if msgtype == DATA:
+            self.channel_for_id(ident)._deliver(payload)
+        elif msgtype == ACK:
+            self.channel_for_id(ident)._on_ack(decode_ack(payload))
+        elif msgtype == CLOSE:
+            self.channel_for_id(ident)._on_remote_close(None)
+        elif msgtype == CLOSE_ERROR:
+            self.channel_for_id(ident)._on_remote_close(payload.decode("utf-8", "replace"))
+        elif msgtype == EXEC:
+            self._start_exec(ident, payload)
+        elif msgtype == REQUEST:
+            self._answer(ident, payload.decode("ascii", "replace"))
+        elif msgtype == TERMINATE:
+            self._terminate()
+
+    def _answer(self, ident: int, what: str) -> None:
+        if what == "status":
+            with self._lock:
+                answer: Any = {
+                    "numchannels": len(self._channels),
+                    "numexecuting": self._executing,
+                    "execmodel": self.execmodel,
+                }
+        elif what == "info":
+            answer = {
+                "executable": sys.executable,
+                "version_info": tuple(sys.version_info),
+                "platform": sys.platform,
+                "cwd": os.getcwd(),
+                "pid": os.getpid(),
+            }
+        else:
+            self.write_frame(CLOSE_ERROR, ident, ("unknown request %r" % what).encode())
+            return
+        self.write_frame(DATA, ident, dumps(answer))
+        self.write_frame(CLOSE, ident)
+
+    # -- execution
+
+    def _start_exec(self, ident: int, payload: bytes) -> None:
+        channel = self.channel_for_id(ident)
+        try:
+            source, funcname, kwargs, is_async = loads(payload)
+            code = compile(source, "<remote exec>", "exec", PYCF_ALLOW_TOP_LEVEL_AWAIT)
+        except BaseException:
+            channel.close(_format_exception())
+            return
+        if not funcname:
+            is_async = bool(code.co_flags & CO_COROUTINE)
+        with self._lock:
+            if self._terminating:
+                refused = True
+            else:
+                refused = False
+                self._executing += 1
+        if refused:
+            channel.close("the gateway is terminating and accepts no new code")
+            return
+        if is_async:
+            self._run_async(channel, code, funcname, kwargs)
+        elif self.execmodel == "main_thread_only":
+            with self._main_wake:
+                self._main_jobs.append(lambda: self._run_sync(channel, code, funcname, kwargs))
+                self._main_wake.notify()
+        else:
+            thread = threading.Thread(
+                target=self._run_sync,
+                args=(channel, code, funcname, kwargs),
+                name="asyncgw-exec-%d" % ident,
+                daemon=True,
+            )
+            thread.start()
+
+    def _namespace(self, channel: object) -> dict[str, Any]:
+        return {"channel": channel, "__name__": "__channelexec__", "__builtins__": builtins}
+
+    def _run_sync(self, channel: Channel, code: Any, funcname: str | None, kwargs: Any) -> None:
+        error = None
+        try:
+            namespace = self._namespace(channel)
+            exec(code, namespace)
+            if funcname:
+                namespace[funcname](channel, **(kwargs or {}))
+        except BaseException:
+            error = _format_exception()
+        self._finish(channel, error)
+
+    def _finish(self, channel: Channel, error: str | None) -> None:
+        if error is not None:
+            channel._closed = False  # an error overrides a close by the code itself
+        channel.close(error)
+        with self._lock:
+            self._executing -= 1
+            self._idle.notify_all()
+
+    def _event_loop(self) -> Any:
+        if self._loop is None:
+            import asyncio  # only now: it is expensive to import
+
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="asyncgw-loop", daemon=True)
+            thread.start()
+            self._loop = loop
+        return self._loop
+
+    def _run_async(self, channel: Channel, code: Any, funcname: str | None, kwargs: Any) -> None:
+        import asyncio
+
+        loop = self._event_loop()
+        achannel = AsyncChannel(channel, loop)
+
+        async def run() -> None:
+            error = None
+            try:
+                namespace = self._namespace(achannel)
+                if funcname:
+                    exec(code, namespace)
+                    await namespace[funcname](achannel, **(kwargs or {}))
+                else:
+                    awaitable = eval(code, namespace)
+                    if awaitable is not None:
+                        await awaitable
+            except BaseException:
+                error = _format_exception()
+            self._finish(channel, error)
+
+        asyncio.run_coroutine_threadsafe(run(), loop)
+
+    def run_main_jobs(self) -> None:
+        """The main thread's loop under the ``main_thread_only`` model."""
+        while True:
+            with self._main_wake:
+                while not self._main_jobs:
+                    self._main_wake.wait()
+                job = self._main_jobs.popleft()
+            job()
+
+    # -- termination
+
+    def _terminate(self) -> None:
+        """Refuse new code, end every channel's input, exit once code is done."""
+        with self._lock:
+            self._terminating = True
+            channels = list(self._channels.values())
+        for channel in channels:
+            channel._on_remote_close(None)
+        thread = threading.Thread(target=self._exit_when_idle, name="asyncgw-exit", daemon=True)
+        thread.start()
+
+    def _exit_when_idle(self) -> None:
+        with self._lock:
+            while self._executing:
+                self._idle.wait()
+        _exit(0)
+
+
+def _format_exception() -> str:
+    import traceback
+
+    etype, value, tb = sys.exc_info()
+    # Drop the worker's own frame so the traceback starts in remote code.
+    return "".join(traceback.format_exception(etype, value, tb.tb_next if tb else None))
+
+
+def _exit(status: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    os._exit(status)
+
+
+def _apply_config(config: dict[str, Any]) -> None:
+    if config.get("dont_write_bytecode"):
+        sys.dont_write_bytecode = True
+    for name, value in (config.get("env") or {}).items():
+        os.environ[name] = value
+    chdir = config.get("chdir")
+    if chdir:
+        chdir = os.path.expanduser(chdir)
+        os.makedirs(chdir, exist_ok=True)
+        os.chdir(chdir)
+    nice = config.get("nice")
+    if nice:
+        os.nice(int(nice))
+
+
+def main(config: dict[str, Any]) -> None:
+    """Take over stdin/stdout as the protocol stream and serve until told to stop."""
+    rfd = os.dup(0)
+    wfd = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    except AttributeError:  # replaced by something without reconfigure
+        pass
+    try:
+        _apply_config(config)
+    except BaseException:
+        os.write(wfd, MAGIC)
+        message = _format_exception().encode("utf-8", "replace")
+        os.write(wfd, HEADER.pack(CLOSE_ERROR, 0, len(message)) + message)
+        _exit(1)
+    worker = Worker(rfd, wfd, config)
+    hello = {
+        "protocol": PROTOCOL_VERSION,
+        "pid": os.getpid(),
+        "executable": sys.executable,
+        "version_info": tuple(sys.version_info[:3]),
+    }
+    os.write(wfd, MAGIC)
+    worker.write_frame(HELLO, 0, dumps(hello))
+    if worker.execmodel == "main_thread_only":
+        reader = threading.Thread(target=worker.read_loop, name="asyncgw-reader", daemon=True)
+        reader.start()
+        worker.run_main_jobs()
+    else:
+        worker.read_loop()

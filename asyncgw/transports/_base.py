@@ -1,0 +1,74 @@
+"""The interface between a gateway and the byte stream it runs over.
+
+A transport starts (or reaches) a remote interpreter, sends it the
+bootstrap, and then carries bytes both ways. It pushes what it reads into a
+:class:`StreamSink` — the gateway's router, the only reader (DESIGN rule 3)
+— through callbacks rather than a read loop, so that a frame reaches the
+channel that waits for it in the same loop iteration it arrived in.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .._spec import XSpec
+
+__all__ = ["StreamSink", "Transport", "TransportFactory"]
+
+
+class StreamSink(Protocol):
+    """What a transport feeds. Called on the event loop thread only."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def connection_lost(self, reason: str) -> None:
+        """The stream ended; ``reason`` says how, for error messages."""
+
+    def pause_writing(self) -> None: ...
+
+    def resume_writing(self) -> None: ...
+
+
+class Transport(abc.ABC):
+    """A started byte stream to one remote interpreter."""
+
+    #: The local process id behind the stream, if there is one.
+    pid: int | None = None
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; never blocks (the sink is told to pause instead)."""
+
+    @abc.abstractmethod
+    def close_input(self) -> None:
+        """Send end-of-file: the worker exits as soon as it reads it."""
+
+    @abc.abstractmethod
+    async def wait_closed(self) -> None:
+        """Return once the remote interpreter is gone and resources freed.
+
+        Cancelling the wait leaves the remote running; :meth:`kill` does not.
+        """
+
+    def diagnosis(self) -> str:
+        """What is known of why the stream ended (exit code, last stderr)."""
+        return ""
+
+    @abc.abstractmethod
+    async def kill(self) -> None:
+        """End the remote interpreter now, escalating as needed, and wait
+        until it is gone. Safe to call more than once."""
+
+
+class TransportFactory(Protocol):
+    """Starts a transport for ``spec``: starts the spec's interpreter with
+    the bootstrap loader and writes ``bootstrap`` to it.
+
+    :raises HostNotFound: if the interpreter or host cannot be reached.
+    """
+
+    async def __call__(
+        self, spec: XSpec, sink: StreamSink, bootstrap: bytes
+    ) -> Transport: ...

@@ -1,0 +1,139 @@
+"""popen: a worker in a local subprocess, over its stdin and stdout.
+
+The child gets a session of its own, so a Ctrl-C in the terminal reaches the
+caller (who then terminates its gateways) rather than every worker at
+once, and so that killing takes the worker's whole process group — any
+process remote code started — with it. The child's stderr is forwarded to
+our ``sys.stderr``; its last lines explain a failed start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import signal
+import sys
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .._bootstrap import python_argv
+from .._errors import HostNotFound
+from ._base import StreamSink, Transport
+
+if TYPE_CHECKING:
+    from .._spec import XSpec
+
+__all__ = ["PopenTransport", "open_popen"]
+
+#: Seconds between SIGTERM and SIGKILL when killing.
+KILL_GRACE = 0.2
+
+
+class _Protocol(asyncio.SubprocessProtocol):
+    def __init__(self, sink: StreamSink) -> None:
+        self.sink = sink
+        self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stderr_tail: deque[bytes] = deque(maxlen=20)
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self.sink.data_received(data)
+        else:
+            self.stderr_tail.append(data)
+            _forward_stderr(data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.sink.connection_lost("the worker's output ended")
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.sink.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.sink.resume_writing()
+
+
+def _forward_stderr(data: bytes) -> None:
+    stream = sys.stderr
+    if stream is None:  # pythonw, or stderr closed
+        return
+    stream.write(data.decode("utf-8", "replace"))
+    stream.flush()
+
+
+class PopenTransport(Transport):
+    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self.pid = transport.get_pid()
+        stdin = transport.get_pipe_transport(0)
+        assert isinstance(stdin, asyncio.WriteTransport)
+        self._stdin = stdin
+
+    def write(self, data: bytes) -> None:
+        self._stdin.write(data)
+
+    def close_input(self) -> None:
+        self._stdin.close()
+
+    def diagnosis(self) -> str:
+        code = self._transport.get_returncode()
+        tail = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace")[-2000:]
+        status = "still running" if code is None else f"exit status {code}"
+        return f"{status}; stderr: {tail.strip()!r}" if tail.strip() else status
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._protocol.exited)
+        self._transport.close()
+
+    async def kill(self) -> None:
+        self._signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(KILL_GRACE):
+                await asyncio.shield(self._protocol.exited)
+        except TimeoutError:
+            pass
+        # The group may outlive the worker: remote code may have started children.
+        self._signal(signal.SIGKILL)
+        await asyncio.shield(self._protocol.exited)
+        self._transport.close()
+
+    def _signal(self, signum: int) -> None:
+        assert self.pid is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+
+def popen_argv(spec: XSpec) -> list[str]:
+    """``python=`` may be a command line (``python=uv run python``)."""
+    python = shlex.split(spec.python) if spec.python else [sys.executable]
+    return [*python[:-1], *python_argv(python[-1])]
+
+
+async def open_popen(spec: XSpec, sink: StreamSink, bootstrap: bytes) -> PopenTransport:
+    """Start ``spec``'s interpreter as a child and send it ``bootstrap``.
+
+    :raises HostNotFound: if the interpreter cannot be executed.
+    """
+    loop = asyncio.get_running_loop()
+    argv = popen_argv(spec)
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Protocol(sink),
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise HostNotFound(f"cannot start {argv[0]!r} for spec {str(spec)!r}: {exc}") from exc
+    popen = PopenTransport(transport, protocol)
+    popen.write(bootstrap)
+    return popen
