@@ -29,6 +29,9 @@ __all__ = ["PopenTransport", "open_popen"]
 
 #: Seconds between SIGTERM and SIGKILL when killing.
 KILL_GRACE = 0.2
+#: Seconds to wait, once the worker's output ends, for its exit status
+#: (so the loss can be reported with it).
+EXIT_STATUS_WAIT = 0.5
 
 
 class _Protocol(asyncio.SubprocessProtocol):
@@ -45,8 +48,19 @@ class _Protocol(asyncio.SubprocessProtocol):
             _forward_stderr(data)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self.sink.connection_lost("the worker's output ended")
+        if fd != 1:
+            return
+        # Report the loss with the exit status when it follows promptly; the
+        # output is read to its end first, so no frame sent before exit is lost.
+        if self.exited.done():
+            self._report_lost()
+        else:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(EXIT_STATUS_WAIT, self._report_lost)
+            self.exited.add_done_callback(lambda _: (timer.cancel(), self._report_lost()))
+
+    def _report_lost(self) -> None:
+        self.sink.connection_lost("the worker's output ended")
 
     def process_exited(self) -> None:
         if not self.exited.done():

@@ -1,0 +1,46 @@
+"""Developer sessions: ``nox -s tests lint docs examples bench``."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+nox.options.default_venv_backend = "venv"
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The test suite (real subprocesses; ssh tests start their own servers)."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff over everything, mypy --strict over the package."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx docs, warnings as errors."""
+    session.install("-e", ".[docs]")
+    session.run("python", "-m", "sphinx", "-W", "-b", "html", "docs", "docs/_build/html")
+
+
+@nox.session(python="3.11")
+def examples(session: nox.Session) -> None:
+    """Run every example script."""
+    session.install("-e", ".")
+    for script in sorted(__import__("pathlib").Path("examples").glob("*.py")):
+        session.run("python", str(script))
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """asyncgw beside execnet and the raw lower bound; ``-- --quick`` for a short run."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/bench_core.py", *session.posargs)

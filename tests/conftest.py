@@ -1,0 +1,52 @@
+"""Shared fixtures: the transport-parametrized ``gateway`` and the check
+that no test leaves a child process behind."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import psutil
+import pytest
+
+import asyncgw
+
+#: Spec of each transport the transport-independent tests run over.
+TRANSPORT_SPECS = {
+    "popen": "popen",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=sorted(TRANSPORT_SPECS))
+def transport_spec(request: pytest.FixtureRequest) -> str:
+    return TRANSPORT_SPECS[request.param]
+
+
+@pytest.fixture
+async def group() -> AsyncIterator[asyncgw.Group]:
+    async with asyncgw.Group(exit_timeout=2.0) as group:
+        yield group
+
+
+@pytest.fixture
+async def gateway(group: asyncgw.Group, transport_spec: str) -> asyncgw.Gateway:
+    return await group.makegateway(transport_spec)
+
+
+@pytest.fixture(autouse=True)
+def no_child_left() -> Iterator[None]:
+    """Fail the test if a process it started outlives it (after a grace
+    period for exiting processes to be reaped), and kill the survivors."""
+    me = psutil.Process()
+    before = {child.pid for child in me.children(recursive=True)}
+    yield
+    survivors = [child for child in me.children(recursive=True) if child.pid not in before]
+    _, alive = psutil.wait_procs(survivors, timeout=5)
+    alive = [proc for proc in alive if proc.status() != psutil.STATUS_ZOMBIE]
+    for proc in alive:
+        proc.kill()
+    assert not alive, f"child processes left behind: {[p.cmdline()[:2] for p in alive]}"
