@@ -23,15 +23,15 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
-from ._tasks import run_all
 from ._errors import ChannelClosed, GatewayLost, RemoteError, TimeoutError
+from ._tasks import run_all
 from ._wire import ACK, CLOSE, CLOSE_ERROR, DATA, FRAME_COST, dumps, encode_ack, loads
 
 if TYPE_CHECKING:
     from ._gateway import Gateway
     from ._router import Router
 
-__all__ = ["Channel", "MultiChannel", "NO_ENDMARKER"]
+__all__ = ["NO_ENDMARKER", "Channel", "MultiChannel"]
 
 log = logging.getLogger("asyncgw")
 
@@ -177,9 +177,7 @@ class Channel:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self._items.appendleft(waiter.result())
                 if isinstance(exc, builtins.TimeoutError):
-                    raise TimeoutError(
-                        f"no value on channel {self.id} within {timeout}s"
-                    ) from None
+                    raise TimeoutError(f"no value on channel {self.id} within {timeout}s") from None
                 raise
         self._consumed(len(payload))
         return self._decode(payload)
@@ -195,7 +193,9 @@ class Channel:
                 return
             yield item
 
-    def setcallback(self, callback: Callable[[Any], object], endmarker: object = NO_ENDMARKER) -> None:
+    def setcallback(
+        self, callback: Callable[[Any], object], endmarker: object = NO_ENDMARKER
+    ) -> None:
         """Call ``callback(value)`` for each value as it arrives, starting
         with any already queued, and ``callback(endmarker)`` when the channel
         ends (if given). A callback that raises closes the channel with the
@@ -242,8 +242,10 @@ class Channel:
             self._credit = self._loop.create_future()
             await self._credit
             if self._closed or self._remote_closed:
-                raise self._end_error() if self._error else ChannelClosed(
-                    f"channel {self.id} closed while sending"
+                raise (
+                    self._end_error()
+                    if self._error
+                    else ChannelClosed(f"channel {self.id} closed while sending")
                 )
         self._outstanding += cost
         router = self._router
@@ -332,14 +334,18 @@ class MultiChannel:
             return list(zip(self._channels, values, strict=True))
         return values
 
-    def make_receive_queue(self, endmarker: object = NO_ENDMARKER) -> asyncio.Queue[tuple[Channel, Any]]:
+    def make_receive_queue(
+        self, endmarker: object = NO_ENDMARKER
+    ) -> asyncio.Queue[tuple[Channel, Any]]:
         """A queue of ``(channel, value)`` from all channels, filled by
         callbacks; ``(channel, endmarker)`` when a channel ends, if given."""
         queue: asyncio.Queue[tuple[Channel, Any]] = asyncio.Queue()
+
+        def forward_from(channel: Channel) -> Callable[[Any], None]:
+            return lambda item: queue.put_nowait((channel, item))
+
         for channel in self._channels:
-            channel.setcallback(
-                lambda item, channel=channel: queue.put_nowait((channel, item)), endmarker
-            )
+            channel.setcallback(forward_from(channel), endmarker)
         return queue
 
     async def waitclose(self, timeout: float | None = None) -> None:

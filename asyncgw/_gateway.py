@@ -169,9 +169,7 @@ class Gateway:
         await self._router.closed.wait()
 
 
-async def open_gateway(
-    spec: XSpec, group: Group | None, window: int = DEFAULT_WINDOW
-) -> Gateway:
+async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_WINDOW) -> Gateway:
     """Start the interpreter ``spec`` names and return its gateway once the
     worker has greeted us.
 

@@ -110,7 +110,7 @@ class Group:
         reserved: list[XSpec] = []
         try:
             for spec in specs:
-                reserved.append(self._reserve(spec))
+                reserved.append(self._reserve(spec))  # noqa: PERF401 - keeps those done on error
         except BaseException:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             raise

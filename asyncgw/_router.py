@@ -96,7 +96,7 @@ class Router:
                 channel = channels.get(ident)
                 if channel is not None:
                     channel._on_ack(decode_ack(payload))
-            elif msgtype == CLOSE or msgtype == CLOSE_ERROR:
+            elif msgtype in (CLOSE, CLOSE_ERROR):
                 error = payload.decode("utf-8", "replace") if msgtype == CLOSE_ERROR else None
                 if ident == 0:  # the worker could not set itself up
                     self._fail_hello(f"the worker failed to start:\n{error}")
@@ -105,7 +105,9 @@ class Router:
             elif msgtype == HELLO:
                 self._on_hello(payload)
             else:
-                self._fail(f"gateway {self.gateway_id!r} sent an unexpected {MESSAGE_NAMES[msgtype]}")
+                self._fail(
+                    f"gateway {self.gateway_id!r} sent an unexpected {MESSAGE_NAMES[msgtype]}"
+                )
                 return
 
     def _check_greeting(self, data: bytes) -> bytes:

@@ -146,7 +146,7 @@ class FrameDecoder:
         return frames
 
     def _parse(self, src: bytes | bytearray) -> tuple[list[tuple[int, int, bytes]], int]:
-        frames = []
+        frames: list[tuple[int, int, bytes]] = []
         append = frames.append
         unpack = HEADER.unpack_from
         end = len(src)
@@ -210,8 +210,7 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
         kind = type(exc.obj)
         if isinstance(exc.obj, _TooDeep):
             raise DumpError(
-                "cannot send a value nested deeper than %d (or a recursive container)"
-                % MAX_DEPTH
+                "cannot send a value nested deeper than %d (or a recursive container)" % MAX_DEPTH
             ) from None
         raise DumpError(
             "cannot send %s.%s at %s: only None, bool, int, float, complex, str, "
@@ -225,7 +224,9 @@ class _TooDeep:
     pass
 
 
-def _encode(obj: Any, out: Callable[[bytes], None], channel_id: ChannelId | None, depth: int) -> None:
+def _encode(
+    obj: Any, out: Callable[[bytes], None], channel_id: ChannelId | None, depth: int
+) -> None:
     t = type(obj)
     if t is int:
         if _I64_MIN <= obj <= _I64_MAX:
@@ -276,7 +277,13 @@ def _encode(obj: Any, out: Callable[[bytes], None], channel_id: ChannelId | None
         out(b"C" + _U32.pack(ident))
 
 
-_CONTAINER_TAGS = {list: b"l", tuple: b"t", dict: b"d", set: b"S", frozenset: b"z"}
+_CONTAINER_TAGS: dict[type, bytes] = {
+    list: b"l",
+    tuple: b"t",
+    dict: b"d",
+    set: b"S",
+    frozenset: b"z",
+}
 
 
 def loads(data: bytes, make_channel: MakeChannel | None = None) -> Any:
@@ -299,9 +306,7 @@ def loads(data: bytes, make_channel: MakeChannel | None = None) -> Any:
     return obj
 
 
-def _decode(
-    data: bytes, pos: int, make_channel: MakeChannel | None, depth: int
-) -> tuple[Any, int]:
+def _decode(data: bytes, pos: int, make_channel: MakeChannel | None, depth: int) -> tuple[Any, int]:
     tag = data[pos]
     pos += 1
     if tag == 0x69:  # i

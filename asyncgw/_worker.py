@@ -209,7 +209,9 @@ class Channel:
                 self._cond.wait()
         self._worker.write_frame(DATA, self.id, payload)
 
-    def setcallback(self, callback: Callable[[Any], None], endmarker: object = _NO_ENDMARKER) -> None:
+    def setcallback(
+        self, callback: Callable[[Any], None], endmarker: object = _NO_ENDMARKER
+    ) -> None:
         """Call ``callback(value)`` from the reader thread for every value,
         first for those already queued; ``callback(endmarker)`` at close."""
         with self._cond:
@@ -575,7 +577,7 @@ def _exit(status: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001 - exiting anyway
+        except Exception:  # exiting anyway
             pass
     os._exit(status)
 

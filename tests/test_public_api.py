@@ -10,9 +10,10 @@ import asyncgw
 def test_all_matches_public_names() -> None:
     public = {name for name in vars(asyncgw) if not name.startswith("_")}
     modules = {name for name in public if type(getattr(asyncgw, name)).__name__ == "module"}
-    assert sorted(asyncgw.__all__) == asyncgw.__all__ or sorted(
-        asyncgw.__all__, key=lambda n: (not n.isupper(), n)
-    ) == asyncgw.__all__
+    assert (
+        sorted(asyncgw.__all__) == asyncgw.__all__
+        or sorted(asyncgw.__all__, key=lambda n: (not n.isupper(), n)) == asyncgw.__all__
+    )
     assert set(asyncgw.__all__) == public - modules - {"annotations"}
 
 

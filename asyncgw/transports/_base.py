@@ -69,6 +69,4 @@ class TransportFactory(Protocol):
     :raises HostNotFound: if the interpreter or host cannot be reached.
     """
 
-    async def __call__(
-        self, spec: XSpec, sink: StreamSink, bootstrap: bytes
-    ) -> Transport: ...
+    async def __call__(self, spec: XSpec, sink: StreamSink, bootstrap: bytes) -> Transport: ...

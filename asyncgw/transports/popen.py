@@ -57,7 +57,12 @@ class _Protocol(asyncio.SubprocessProtocol):
         else:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(EXIT_STATUS_WAIT, self._report_lost)
-            self.exited.add_done_callback(lambda _: (timer.cancel(), self._report_lost()))
+
+            def on_exit(_: object) -> None:
+                timer.cancel()
+                self._report_lost()
+
+            self.exited.add_done_callback(on_exit)
 
     def _report_lost(self) -> None:
         self.sink.connection_lost("the worker's output ended")
