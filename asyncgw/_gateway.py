@@ -204,6 +204,6 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
                 f"gateway {gateway.id!r} ({spec}) did not start within {timeout}s"
             ) from None
         if isinstance(exc, GatewayError):
-            raise BootstrapError(f"gateway {gateway.id!r} ({spec}): {exc}", gateway.id) from None
+            raise BootstrapError(f"{spec} did not start: {exc}", gateway.id) from None
         raise
     return gateway

@@ -99,7 +99,9 @@ async def test_env_and_dont_write_bytecode(group: asyncgw.Group) -> None:
 
 
 #: An older interpreter than ours, to show python= reaching any Python >= 3.9.
-PYTHON39 = shutil.which("python3.9") or "/root/.pyenv/versions/3.9.18/bin/python3.9"
+PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
+if not os.path.exists(PYTHON39):
+    PYTHON39 = shutil.which("python3.9") or PYTHON39
 HAVE_PYTHON39 = os.path.exists(PYTHON39)
 
 
