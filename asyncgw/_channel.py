@@ -167,6 +167,9 @@ class Channel:
         else:
             waiter: asyncio.Future[bytes] = self._loop.create_future()
             self._waiters.append(waiter)
+            # About to wait, most likely for an answer to what was just sent:
+            # write it now rather than one loop iteration later.
+            self._router.flush()
             try:
                 if timeout is None:
                     payload = await waiter

@@ -192,7 +192,7 @@ class Router:
             raise self.lost
         header = HEADER.pack(msgtype, ident, len(payload))
         if len(payload) >= LARGE_PAYLOAD:
-            self._flush()
+            self.flush()
             assert self.transport is not None
             self.transport.write(header)
             self.transport.write(payload)
@@ -200,11 +200,12 @@ class Router:
         self._out.append(header + payload if payload else header)
         self._out_size += HEADER.size + len(payload)
         if self._out_size >= FLUSH_THRESHOLD:
-            self._flush()
+            self.flush()
         elif self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+            self._flush_handle = self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write what is buffered now."""
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
