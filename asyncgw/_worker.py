@@ -88,7 +88,8 @@ class Channel:
         self.gateway = worker.handle
         self._cond = threading.Condition(threading.Lock())
         self._items: deque[bytes] = deque()
-        self._remote_closed = False  # the local side will send no more
+        self._remote_closed = False  # the local side closed the channel
+        self._input_ended = False  # no more values will come (closed, or terminating)
         self._error: str | None = None
         self._closed = False  # we will send no more
         self._outstanding = 0  # bytes sent, not yet acknowledged
@@ -104,6 +105,8 @@ class Channel:
     # -- fed by the reader thread
 
     def _deliver(self, payload: bytes) -> None:
+        if self._closed:
+            return  # raced with our close: dropped, as the peer was told
         callback = self._callback
         if callback is not None:
             self._consumed(len(payload))
@@ -115,15 +118,20 @@ class Channel:
             self._wake()
 
     def _on_remote_close(self, error: str | None) -> None:
+        self._remote_closed = True
+        self._end_input(error)
+        self.close()  # answer, so that both sides can forget the id
+
+    def _end_input(self, error: str | None) -> None:
+        """No more values will come: receivers drain, then get EOF/error."""
         with self._cond:
-            self._remote_closed = True
+            self._input_ended = True
             self._error = error
             self._cond.notify_all()
             self._wake()
             callback, marker = self._callback, self._endmarker
         if callback is not None and marker is not _NO_ENDMARKER:
             callback(marker)
-        self._worker.forget_if_done(self)
 
     def _on_ack(self, consumed: int) -> None:
         with self._cond:
@@ -151,7 +159,7 @@ class Channel:
         """Next payload, or None if none is there yet (caller holds _cond)."""
         if self._items:
             return self._items.popleft()
-        if self._remote_closed:
+        if self._input_ended:
             if self._error is not None:
                 raise RemoteError(self._error)
             raise EOFError("channel %d closed by the other side" % self.id)
@@ -186,9 +194,12 @@ class Channel:
 
     next = __next__
 
-    def _encode_for_send(self, item: object) -> bytes:
-        if self._closed:
+    def _check_open(self) -> None:
+        if self._closed or self._remote_closed:
             raise OSError("cannot send to closed channel %d" % self.id)
+
+    def _encode_for_send(self, item: object) -> bytes:
+        self._check_open()
         return dumps(item, self._worker.id_of_channel)
 
     def _reserve(self, cost: int) -> bool:
@@ -204,8 +215,7 @@ class Channel:
         cost = len(payload) + FRAME_COST
         with self._cond:
             while not self._reserve(cost):
-                if self._remote_closed or self._worker.lost:
-                    break
+                self._check_open()
                 self._cond.wait()
         self._worker.write_frame(DATA, self.id, payload)
 
@@ -217,7 +227,7 @@ class Channel:
         with self._cond:
             items, self._items = list(self._items), deque()
             self._callback, self._endmarker = callback, endmarker
-            closed = self._remote_closed
+            closed = self._input_ended
         for payload in items:
             self._consumed(len(payload))
             callback(self._decode(payload))
@@ -227,13 +237,13 @@ class Channel:
     def close(self, error: str | None = None) -> None:
         """Tell the other side no more values come; ``error`` marks a failure."""
         with self._cond:
-            if self._closed:
-                return
-            self._closed = True
-        if error is None:
-            self._worker.write_frame(CLOSE, self.id)
-        else:
-            self._worker.write_frame(CLOSE_ERROR, self.id, str(error).encode("utf-8", "replace"))
+            already, self._closed = self._closed, True
+        if not already:
+            if error is None:
+                self._worker.write_frame(CLOSE, self.id)
+            else:
+                message = str(error).encode("utf-8", "replace")
+                self._worker.write_frame(CLOSE_ERROR, self.id, message)
         self._worker.forget_if_done(self)
 
     def isclosed(self) -> bool:
@@ -302,8 +312,7 @@ class AsyncChannel:
         cost = len(payload) + FRAME_COST
         with channel._cond:
             while not channel._reserve(cost):
-                if channel._remote_closed or channel._worker.lost:
-                    break
+                channel._check_open()
                 await self._wait()
         channel._worker.write_frame(DATA, channel.id, payload)
 
@@ -329,7 +338,6 @@ class Worker:
         self.window = int(config.get("window", 8 * 1024 * 1024))
         self.execmodel = config.get("execmodel") or "thread"
         self.handle = _GatewayHandle(self)
-        self.lost = False
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the fields below
         self._channels: dict[int, Channel] = {}
@@ -398,7 +406,6 @@ class Worker:
         while True:
             data = os.read(rfd, READ_SIZE)
             if not data:
-                self.lost = True
                 _exit(0)  # the local side is gone: leave no orphan behind
             try:
                 frames = decoder.feed(data)
@@ -554,7 +561,7 @@ class Worker:
             self._terminating = True
             channels = list(self._channels.values())
         for channel in channels:
-            channel._on_remote_close(None)
+            channel._end_input(None)
         thread = threading.Thread(target=self._exit_when_idle, name="asyncgw-exit", daemon=True)
         thread.start()
 
