@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import ChannelClosed, GatewayLost, RemoteError, TimeoutError
 from ._tasks import run_all
-from ._wire import ACK, CLOSE, CLOSE_ERROR, DATA, FRAME_COST, dumps, encode_ack, loads
+from ._wire import ACK, CLOSE, CLOSE_ERROR, DATA, FRAME_COST, LoadError, dumps, encode_ack, loads
 
 if TYPE_CHECKING:
     from ._gateway import Gateway
@@ -37,6 +37,19 @@ log = logging.getLogger("asyncgw")
 
 #: Default bytes a sender may have unacknowledged on one channel.
 DEFAULT_WINDOW: Final = 8 * 1024 * 1024
+
+
+class _Undecodable:
+    """Stands in the inbox for a value whose bytes were malformed."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: LoadError) -> None:
+        self.error = error
+
+
+#: A received value (or its stand-in) and its encoded size, for flow control.
+_Item = tuple[Any, int]
 
 
 class _NoEndmarker:
@@ -57,8 +70,8 @@ class Channel:
         self.id = ident
         self._router = router
         self._loop = asyncio.get_running_loop()
-        self._items: deque[bytes] = deque()
-        self._waiters: deque[asyncio.Future[bytes]] = deque()
+        self._items: deque[_Item] = deque()
+        self._waiters: deque[asyncio.Future[_Item]] = deque()
         self._closed = False  # we sent a close
         self._remote_closed = False  # we received a close, or the gateway was lost
         self._error: RemoteError | GatewayLost | None = None
@@ -78,17 +91,22 @@ class Channel:
     def _deliver(self, payload: bytes) -> None:
         if self._closed:
             return  # raced with our close: dropped, as the peer was told
+        # Decoded on arrival, in frame order, so that a channel named in a
+        # value is looked up before a later frame can close and forget it.
+        try:
+            item: _Item = (loads(payload, self._router.channel_for_value), len(payload))
+        except LoadError as exc:
+            item = (_Undecodable(exc), len(payload))
         if self._callback is not None:
-            self._consumed(len(payload))
-            self._run_callback(self._decode(payload))
+            self._run_callback_with(item)
             return
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
-                waiter.set_result(payload)
+                waiter.set_result(item)
                 return
-        self._items.append(payload)
+        self._items.append(item)
 
     def _on_remote_close(self, error: str | None) -> None:
         if self._remote_closed:
@@ -137,14 +155,16 @@ class Channel:
 
     # -- receiving
 
-    def _decode(self, payload: bytes) -> Any:
-        return loads(payload, self._router.channel_for_id)
-
-    def _consumed(self, nbytes: int) -> None:
+    def _take(self, item: _Item) -> Any:
+        """Account a value as consumed and return it (or raise its LoadError)."""
+        value, nbytes = item
         self._unacked += nbytes + FRAME_COST
         if self._unacked >= self.gateway.window // 4 and not self._remote_closed:
             consumed, self._unacked = self._unacked, 0
             self._router.write_frame(ACK, self.id, encode_ack(consumed))
+        if type(value) is _Undecodable:
+            raise value.error
+        return value
 
     async def receive(self, timeout: float | None = None) -> Any:
         """Return the next value from the remote side.
@@ -159,31 +179,30 @@ class Channel:
         :raises LoadError: if the value's bytes are malformed.
         """
         if self._items:
-            payload = self._items.popleft()
+            item = self._items.popleft()
         elif self._remote_closed or self._closed:
             raise self._end_error()
         elif self._callback is not None:
             raise RuntimeError(f"channel {self.id} has a callback; values go there, not here")
         else:
-            waiter: asyncio.Future[bytes] = self._loop.create_future()
+            waiter: asyncio.Future[_Item] = self._loop.create_future()
             self._waiters.append(waiter)
             # About to wait, most likely for an answer to what was just sent:
             # write it now rather than one loop iteration later.
             self._router.flush()
             try:
                 if timeout is None:
-                    payload = await waiter
+                    item = await waiter
                 else:
                     async with asyncio.timeout(timeout):
-                        payload = await waiter
+                        item = await waiter
             except (asyncio.CancelledError, builtins.TimeoutError) as exc:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     self._items.appendleft(waiter.result())
                 if isinstance(exc, builtins.TimeoutError):
                     raise TimeoutError(f"no value on channel {self.id} within {timeout}s") from None
                 raise
-        self._consumed(len(payload))
-        return self._decode(payload)
+        return self._take(item)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -207,11 +226,20 @@ class Channel:
             raise RuntimeError(f"channel {self.id} already has a callback")
         self._callback, self._endmarker = callback, endmarker
         queued, self._items = self._items, deque()
-        for payload in queued:
-            self._consumed(len(payload))
-            self._run_callback(self._decode(payload))
+        for item in queued:
+            self._run_callback_with(item)
         if self._remote_closed and endmarker is not NO_ENDMARKER:
             self._run_callback(endmarker)
+
+    def _run_callback_with(self, item: _Item) -> None:
+        try:
+            value = self._take(item)
+        except LoadError as exc:
+            log.error("channel %d received a malformed value: %s", self.id, exc)
+            if not self._closed and self._router.lost is None:
+                self.close(f"malformed value: {exc}")
+            return
+        self._run_callback(value)
 
     def _run_callback(self, item: object) -> None:
         assert self._callback is not None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BootstrapError, GatewayLost, ProtocolError
@@ -54,7 +55,7 @@ LARGE_PAYLOAD = 64 * 1024
 class Router:
     """Frames in, frames out, and the table of a gateway's channels."""
 
-    def __init__(self, gateway_id: str, channel_factory: Any) -> None:
+    def __init__(self, gateway_id: str, channel_factory: Callable[[int], Channel]) -> None:
         self.gateway_id = gateway_id
         self._channel_factory = channel_factory
         self._loop = asyncio.get_running_loop()
@@ -90,6 +91,8 @@ class Router:
             if msgtype == DATA:
                 channel = channels.get(ident)
                 if channel is None:
+                    if ident & 1:  # one of ours, closed and forgotten: drop
+                        continue
                     channel = self.channel_for_id(ident)
                 channel._deliver(payload)
             elif msgtype == ACK:
@@ -102,6 +105,8 @@ class Router:
                     self._fail_hello(f"the worker failed to start:\n{error}")
                 elif (channel := channels.get(ident)) is not None:
                     channel._on_remote_close(error)
+                elif not ident & 1:  # the peer's channel, never used here: just answer
+                    self.write_frame(CLOSE, ident)
             elif msgtype == HELLO:
                 self._on_hello(payload)
             else:
@@ -171,6 +176,20 @@ class Router:
         channel = self.channels.get(ident)
         if channel is None:
             channel = self.channels[ident] = self._channel_factory(ident)
+        return channel
+
+    def channel_for_value(self, ident: int) -> Channel:
+        """The channel a received value names. One of our own ids that is
+        no longer in the table was closed and forgotten: it stays closed."""
+        channel = self.channels.get(ident)
+        if channel is not None:
+            return channel
+        channel = self._channel_factory(ident)
+        if ident & 1:
+            channel._closed = channel._remote_closed = True
+            channel._end()
+        else:
+            self.channels[ident] = channel
         return channel
 
     def forget(self, channel: Channel) -> None:

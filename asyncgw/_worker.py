@@ -38,6 +38,7 @@ from ._wire import (
     REQUEST,
     TERMINATE,
     FrameDecoder,
+    LoadError,
     ProtocolError,
     decode_ack,
     dumps,
@@ -58,6 +59,15 @@ _NO_ENDMARKER = object()
 class RemoteError(Exception):
     """Raised in remote code by ``receive`` when the local side closed the
     channel with an error."""
+
+
+class _Undecodable:
+    """Stands in the inbox for a value whose bytes were malformed."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: LoadError) -> None:
+        self.error = error
 
 
 class _GatewayHandle:
@@ -87,7 +97,7 @@ class Channel:
         self.id = ident
         self.gateway = worker.handle
         self._cond = threading.Condition(threading.Lock())
-        self._items: deque[bytes] = deque()
+        self._items: deque[tuple[Any, int]] = deque()  # (value, encoded size)
         self._remote_closed = False  # the local side closed the channel
         self._input_ended = False  # no more values will come (closed, or terminating)
         self._error: str | None = None
@@ -107,13 +117,18 @@ class Channel:
     def _deliver(self, payload: bytes) -> None:
         if self._closed:
             return  # raced with our close: dropped, as the peer was told
+        # Decoded on arrival, in frame order, so that a channel named in a
+        # value is looked up before a later frame can close and forget it.
+        try:
+            item = (loads(payload, self._worker.channel_for_value), len(payload))
+        except LoadError as exc:
+            item = (_Undecodable(exc), len(payload))
         callback = self._callback
         if callback is not None:
-            self._consumed(len(payload))
-            callback(self._decode(payload))
+            callback(self._take(item))
             return
         with self._cond:
-            self._items.append(payload)
+            self._items.append(item)
             self._cond.notify()
             self._wake()
 
@@ -146,17 +161,19 @@ class Channel:
 
     # -- used by remote code
 
-    def _decode(self, payload: bytes) -> Any:
-        return loads(payload, self._worker.channel_for_id)
-
-    def _consumed(self, nbytes: int) -> None:
+    def _take(self, item: tuple[Any, int]) -> Any:
+        """Account a value as consumed and return it (or raise its LoadError)."""
+        value, nbytes = item
         self._unacked += nbytes + FRAME_COST
         if self._unacked >= self._worker.window // 4:
             consumed, self._unacked = self._unacked, 0
             self._worker.write_frame(ACK, self.id, encode_ack(consumed))
+        if type(value) is _Undecodable:
+            raise value.error
+        return value
 
-    def _pop(self) -> bytes | None:
-        """Next payload, or None if none is there yet (caller holds _cond)."""
+    def _pop(self) -> tuple[Any, int] | None:
+        """Next item, or None if none is there yet (caller holds _cond)."""
         if self._items:
             return self._items.popleft()
         if self._input_ended:
@@ -173,15 +190,14 @@ class Channel:
         :raises TimeoutError: if nothing arrived within ``timeout`` seconds.
         """
         with self._cond:
-            payload = self._pop()
-            while payload is None:
+            item = self._pop()
+            while item is None:
                 if not self._cond.wait(timeout):
                     raise builtins.TimeoutError(
                         "no value on channel %d within %ss" % (self.id, timeout)
                     )
-                payload = self._pop()
-            self._consumed(len(payload))
-        return self._decode(payload)
+                item = self._pop()
+        return self._take(item)
 
     def __iter__(self) -> Channel:
         return self
@@ -228,9 +244,8 @@ class Channel:
             items, self._items = list(self._items), deque()
             self._callback, self._endmarker = callback, endmarker
             closed = self._input_ended
-        for payload in items:
-            self._consumed(len(payload))
-            callback(self._decode(payload))
+        for item in items:
+            callback(self._take(item))
         if closed and endmarker is not _NO_ENDMARKER:
             callback(endmarker)
 
@@ -290,12 +305,11 @@ class AsyncChannel:
     async def receive(self) -> Any:
         channel = self._channel
         with channel._cond:
-            payload = channel._pop()
-            while payload is None:
+            item = channel._pop()
+            while item is None:
                 await self._wait()
-                payload = channel._pop()
-            channel._consumed(len(payload))
-        return channel._decode(payload)
+                item = channel._pop()
+        return channel._take(item)
 
     def __aiter__(self) -> AsyncChannel:
         return self
@@ -371,6 +385,20 @@ class Worker:
 
     # -- channel table
 
+    def channel_for_value(self, ident: int) -> Channel:
+        """The channel a received value names. One of our own (even) ids that
+        is no longer in the table was closed and forgotten: it stays closed."""
+        with self._lock:
+            channel = self._channels.get(ident)
+            if channel is not None:
+                return channel
+            channel = Channel(self, ident)
+            if ident & 1:
+                self._channels[ident] = channel
+                return channel
+        channel._closed = channel._remote_closed = channel._input_ended = True
+        return channel
+
     def channel_for_id(self, ident: int) -> Channel:
         with self._lock:
             channel = self._channels.get(ident)
@@ -417,13 +445,23 @@ class Worker:
 
     def _dispatch(self, msgtype: int, ident: int, payload: bytes) -> None:
         if msgtype == DATA:
-            self.channel_for_id(ident)._deliver(payload)
+            channel = self._channels.get(ident)
+            if channel is None:
+                if not ident & 1:  # one of ours, closed and forgotten: drop
+                    return
+                channel = self.channel_for_id(ident)
+            channel._deliver(payload)
         elif msgtype == ACK:
-            self.channel_for_id(ident)._on_ack(decode_ack(payload))
-        elif msgtype == CLOSE:
-            self.channel_for_id(ident)._on_remote_close(None)
-        elif msgtype == CLOSE_ERROR:
-            self.channel_for_id(ident)._on_remote_close(payload.decode("utf-8", "replace"))
+            channel = self._channels.get(ident)
+            if channel is not None:
+                channel._on_ack(decode_ack(payload))
+        elif msgtype in (CLOSE, CLOSE_ERROR):
+            channel = self._channels.get(ident)
+            if channel is not None:
+                error = payload.decode("utf-8", "replace") if msgtype == CLOSE_ERROR else None
+                channel._on_remote_close(error)
+            elif ident & 1:  # the peer's channel, never used here: just answer
+                self.write_frame(CLOSE, ident)
         elif msgtype == EXEC:
             self._start_exec(ident, payload)
         elif msgtype == REQUEST:

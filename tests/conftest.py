@@ -3,6 +3,7 @@ that no test leaves a child process behind."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import psutil
@@ -10,10 +11,16 @@ import pytest
 
 import asyncgw
 
+#: The oldest interpreter the worker supports, when this machine has it:
+#: every transport-independent test also runs against it.
+PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
+
 #: Spec of each transport the transport-independent tests run over.
 TRANSPORT_SPECS = {
     "popen": "popen",
 }
+if os.path.exists(PYTHON39):
+    TRANSPORT_SPECS["popen-py3.9"] = f"popen//python={PYTHON39}"
 
 
 @pytest.fixture

@@ -93,3 +93,10 @@ async def test_closed_channels_are_forgotten_on_both_sides(gateway: asyncgw.Gate
     status = await gateway.remote_status()
     assert status.numchannels <= baseline + 1  # the status request's own channel
     assert len(gateway._router.channels) <= 1
+
+
+async def test_unused_channels_closed_locally_are_forgotten(gateway: asyncgw.Gateway) -> None:
+    for _ in range(10):
+        gateway.newchannel().close()
+    await gateway.remote_status()  # a round trip: the answers to those closes are in
+    assert len(gateway._router.channels) == 0
