@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import psutil
@@ -169,4 +170,23 @@ async def test_bootstrap_failure_names_the_cause(group: asyncgw.Group, tmp_path:
     impostor.chmod(0o755)
     with pytest.raises(asyncgw.BootstrapError, match="Welcome to a shell banner"):
         await group.makegateway(f"popen//python={impostor}")
+    assert len(group) == 0
+
+
+async def test_protocol_version_mismatch_is_refused(group: asyncgw.Group, tmp_path: Path) -> None:
+    """A worker of another protocol version (an old socket server, say) is
+    refused with a clear error instead of being fed frames it misreads."""
+    old_worker = tmp_path / "old-worker"
+    old_worker.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from asyncgw import _wire\n"
+        "hello = _wire.dumps({'protocol': 999, 'pid': 1})\n"
+        "sys.stdout.buffer.write(_wire.MAGIC + _wire.encode_frame(_wire.HELLO, 0, hello))\n"
+        "sys.stdout.flush()\n"
+        "sys.stdin.read()\n"
+    )
+    old_worker.chmod(0o755)
+    with pytest.raises(asyncgw.BootstrapError, match="protocol version 999, this side 1"):
+        await group.makegateway(f"popen//python={old_worker}")
     assert len(group) == 0
