@@ -497,9 +497,10 @@ class Worker:
         channel = self.channel_for_id(ident)
         try:
             source, funcname, kwargs, is_async = loads(payload)
-            code = compile(source, "<remote exec>", "exec", PYCF_ALLOW_TOP_LEVEL_AWAIT)
+            filename = "<remote exec %d>" % ident
+            code = compile(source, filename, "exec", PYCF_ALLOW_TOP_LEVEL_AWAIT)
         except BaseException:
-            channel.close(_format_exception())
+            channel.close(_format_exception(filename, source))
             return
         if not funcname:
             is_async = bool(code.co_flags & CO_COROUTINE)
@@ -513,15 +514,17 @@ class Worker:
             channel.close("the gateway is terminating and accepts no new code")
             return
         if is_async:
-            self._run_async(channel, code, funcname, kwargs)
+            self._run_async(channel, code, source, funcname, kwargs)
         elif self.execmodel == "main_thread_only":
             with self._main_wake:
-                self._main_jobs.append(lambda: self._run_sync(channel, code, funcname, kwargs))
+                self._main_jobs.append(
+                    lambda: self._run_sync(channel, code, source, funcname, kwargs)
+                )
                 self._main_wake.notify()
         else:
             thread = threading.Thread(
                 target=self._run_sync,
-                args=(channel, code, funcname, kwargs),
+                args=(channel, code, source, funcname, kwargs),
                 name="asyncgw-exec-%d" % ident,
                 daemon=True,
             )
@@ -530,7 +533,9 @@ class Worker:
     def _namespace(self, channel: object) -> dict[str, Any]:
         return {"channel": channel, "__name__": "__channelexec__", "__builtins__": builtins}
 
-    def _run_sync(self, channel: Channel, code: Any, funcname: str | None, kwargs: Any) -> None:
+    def _run_sync(
+        self, channel: Channel, code: Any, source: str, funcname: str | None, kwargs: Any
+    ) -> None:
         error = None
         try:
             namespace = self._namespace(channel)
@@ -538,7 +543,7 @@ class Worker:
             if funcname:
                 namespace[funcname](channel, **(kwargs or {}))
         except BaseException:
-            error = _format_exception()
+            error = _format_exception(code.co_filename, source)
         self._finish(channel, error)
 
     def _finish(self, channel: Channel, error: str | None) -> None:
@@ -559,7 +564,9 @@ class Worker:
             self._loop = loop
         return self._loop
 
-    def _run_async(self, channel: Channel, code: Any, funcname: str | None, kwargs: Any) -> None:
+    def _run_async(
+        self, channel: Channel, code: Any, source: str, funcname: str | None, kwargs: Any
+    ) -> None:
         import asyncio
 
         loop = self._event_loop()
@@ -577,7 +584,7 @@ class Worker:
                     if awaitable is not None:
                         await awaitable
             except BaseException:
-                error = _format_exception()
+                error = _format_exception(code.co_filename, source)
             self._finish(channel, error)
 
         asyncio.run_coroutine_threadsafe(run(), loop)
@@ -610,12 +617,21 @@ class Worker:
         _exit(0)
 
 
-def _format_exception() -> str:
+def _format_exception(filename: str | None = None, source: str | None = None) -> str:
+    """The current exception, formatted; ``source`` supplies the lines of
+    ``filename`` so that the traceback shows the remote code itself."""
+    import linecache
     import traceback
 
+    if filename and source is not None:
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     etype, value, tb = sys.exc_info()
-    # Drop the worker's own frame so the traceback starts in remote code.
-    return "".join(traceback.format_exception(etype, value, tb.tb_next if tb else None))
+    try:
+        # Drop the worker's own frame so the traceback starts in remote code.
+        return "".join(traceback.format_exception(etype, value, tb.tb_next if tb else None))
+    finally:
+        if filename:
+            linecache.cache.pop(filename, None)
 
 
 def _exit(status: int) -> None:

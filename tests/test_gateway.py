@@ -106,6 +106,7 @@ async def test_remote_exception_carries_traceback(gateway: asyncgw.Gateway) -> N
         await channel.receive()
     assert "KeyError: 'boom'" in info.value.formatted
     assert "in inner" in info.value.formatted
+    assert "raise KeyError(\"boom\")" in info.value.formatted  # the remote source line
     with pytest.raises(asyncgw.RemoteError):
         await channel.waitclose(timeout=5)
 
