@@ -13,6 +13,7 @@ import dis
 import inspect
 import textwrap
 import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -81,15 +82,12 @@ def function_source(function: types.FunctionType) -> str:
     if function.__closure__:
         free = ", ".join(function.__code__.co_freevars)
         raise ValueError(f"function {name} uses variables of an enclosing scope ({free})")
-    try:
-        source = textwrap.dedent(inspect.getsource(function))
-    except OSError as exc:
-        raise ValueError(f"the source of function {name} is not available: {exc}") from None
+    source, global_names = _analyse(function)
     if source.lstrip().startswith("@"):
         raise ValueError(f"function {name} is decorated; only plain functions can be sent")
     module_globals = [
         global_name
-        for global_name in sorted(_global_names(function.__code__))
+        for global_name in global_names
         if global_name != function.__name__
         and global_name in function.__globals__
         and not hasattr(builtins, global_name)
@@ -100,6 +98,27 @@ def function_source(function: types.FunctionType) -> str:
             "import or define them inside the function"
         )
     return source
+
+
+#: Source and global names per code object: ``inspect.getsource`` reads and
+#: tokenizes the whole file, far too slow to repeat for every ``call``.
+_ANALYSED: weakref.WeakKeyDictionary[types.CodeType, tuple[str, list[str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _analyse(function: types.FunctionType) -> tuple[str, list[str]]:
+    code = function.__code__
+    cached = _ANALYSED.get(code)
+    if cached is None:
+        try:
+            source = textwrap.dedent(inspect.getsource(function))
+        except OSError as exc:
+            raise ValueError(
+                f"the source of function {function.__qualname__} is not available: {exc}"
+            ) from None
+        cached = _ANALYSED[code] = (source, sorted(_global_names(code)))
+    return cached
 
 
 def _global_names(code: types.CodeType) -> set[str]:

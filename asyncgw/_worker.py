@@ -342,6 +342,37 @@ def _resolve(future: Any) -> None:
         future.set_result(None)
 
 
+class _ThreadPool:
+    """Threads for sync remote code, reused: starting a thread costs more
+    than a round trip. Grows to the peak number of concurrent executions."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[list[Any]] = []  # [wakeup lock, job] per idle thread
+
+    def run(self, function: Callable[..., None], args: tuple[Any, ...]) -> None:
+        with self._lock:
+            if self._idle:
+                slot = self._idle.pop()
+                slot[1] = (function, args)
+                slot[0].release()  # wake that thread
+                return
+        slot = [threading.Lock(), (function, args)]
+        slot[0].acquire()
+        thread = threading.Thread(target=self._serve, args=(slot,), name="asyncgw-exec")
+        thread.daemon = True
+        thread.start()
+
+    def _serve(self, slot: list[Any]) -> None:
+        while True:
+            function, args = slot[1]
+            slot[1] = None
+            function(*args)
+            with self._lock:
+                self._idle.append(slot)
+            slot[0].acquire()  # until run() hands this thread a job
+
+
 class Worker:
     """Owns the streams, the channel table and the execution of remote code."""
 
@@ -361,6 +392,8 @@ class Worker:
         self._idle = threading.Condition(self._lock)
         self._loop: Any = None
         self._main_jobs: deque[Callable[[], None]] = deque()
+        self._threads = _ThreadPool()
+        self._compiled: dict[str, Any] = {}
         self._main_wake = threading.Condition(threading.Lock())
 
     # -- output
@@ -495,10 +528,10 @@ class Worker:
 
     def _start_exec(self, ident: int, payload: bytes) -> None:
         channel = self.channel_for_id(ident)
+        source = filename = None
         try:
             source, funcname, kwargs, is_async = loads(payload)
-            filename = "<remote exec %d>" % ident
-            code = compile(source, filename, "exec", PYCF_ALLOW_TOP_LEVEL_AWAIT)
+            code, filename = self._compile(source)
         except BaseException:
             channel.close(_format_exception(filename, source))
             return
@@ -522,13 +555,19 @@ class Worker:
                 )
                 self._main_wake.notify()
         else:
-            thread = threading.Thread(
-                target=self._run_sync,
-                args=(channel, code, source, funcname, kwargs),
-                name="asyncgw-exec-%d" % ident,
-                daemon=True,
-            )
-            thread.start()
+            self._threads.run(self._run_sync, (channel, code, source, funcname, kwargs))
+
+    def _compile(self, source: str) -> tuple[Any, str]:
+        """Compile remote code, reusing the result for source seen before
+        (``call`` sends the same source every time)."""
+        filename = "<remote exec %08x>" % (hash(source) & 0xFFFFFFFF)
+        code = self._compiled.get(source)
+        if code is None:
+            code = compile(source, filename, "exec", PYCF_ALLOW_TOP_LEVEL_AWAIT)
+            if len(self._compiled) >= 64:
+                self._compiled.clear()
+            self._compiled[source] = code
+        return code, filename
 
     def _namespace(self, channel: object) -> dict[str, Any]:
         return {"channel": channel, "__name__": "__channelexec__", "__builtins__": builtins}
