@@ -262,22 +262,33 @@ class Channel:
         :raises ChannelClosed: if the channel is closed.
         :raises GatewayLost: if the remote interpreter went away.
         """
+        await self.send_encoded(self.encode(item))
+
+    def encode(self, item: object) -> bytes:
+        """The payload ``send`` would write for ``item``. Thread-safe: the
+        blocking facade encodes in the caller's thread.
+
+        :raises DumpError: if ``item`` holds a type the wire cannot carry.
+        :raises ChannelClosed: if the channel is closed.
+        """
+        self._check_sendable()
+        return dumps(item, self._router_id_of)
+
+    def _check_sendable(self) -> None:
         if self._closed or self._remote_closed:
             if isinstance(self._error, GatewayLost):
                 raise self._error
             raise ChannelClosed(f"cannot send to closed channel {self.id}")
-        payload = dumps(item, self._router_id_of)
+
+    async def send_encoded(self, payload: bytes) -> None:
+        """Send a payload made by :meth:`encode`; the second half of ``send``."""
+        self._check_sendable()
         cost = len(payload) + FRAME_COST
         window = self.gateway.window
         while self._outstanding > 0 and self._outstanding + cost > window:
             self._credit = self._loop.create_future()
             await self._credit
-            if self._closed or self._remote_closed:
-                raise (
-                    self._end_error()
-                    if self._error
-                    else ChannelClosed(f"channel {self.id} closed while sending")
-                )
+            self._check_sendable()
         self._outstanding += cost
         router = self._router
         router.write_frame(DATA, self.id, payload)
@@ -285,8 +296,10 @@ class Channel:
             await router.drain()
 
     def _router_id_of(self, obj: object) -> int | None:
-        if isinstance(obj, Channel) and obj._router is self._router:
-            return obj.id
+        # Facade wrappers name their channel in `_channel`.
+        channel = getattr(obj, "_channel", obj)
+        if isinstance(channel, Channel) and channel._router is self._router:
+            return channel.id
         return None
 
     def close(self, error: str | None = None) -> None:

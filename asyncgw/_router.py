@@ -178,18 +178,22 @@ class Router:
             channel = self.channels[ident] = self._channel_factory(ident)
         return channel
 
-    def channel_for_value(self, ident: int) -> Channel:
-        """The channel a received value names. One of our own ids that is
-        no longer in the table was closed and forgotten: it stays closed."""
+    def channel_for_value(self, ident: int) -> object:
+        """The channel a received value names, as the receiver presents it
+        (the blocking facade wraps it). One of our own ids that is no longer
+        in the table was closed and forgotten: it stays closed."""
         channel = self.channels.get(ident)
-        if channel is not None:
-            return channel
-        channel = self._channel_factory(ident)
-        if ident & 1:
-            channel._closed = channel._remote_closed = True
-            channel._end()
-        else:
-            self.channels[ident] = channel
+        if channel is None:
+            channel = self._channel_factory(ident)
+            if ident & 1:
+                channel._closed = channel._remote_closed = True
+                channel._end()
+            else:
+                self.channels[ident] = channel
+        return self.present_channel(channel)
+
+    @staticmethod
+    def present_channel(channel: Channel) -> object:
         return channel
 
     def forget(self, channel: Channel) -> None:
