@@ -64,6 +64,9 @@ class Router:
         self._greeting = b""
         self.hello: asyncio.Future[dict[str, Any]] = self._loop.create_future()
         self.channels: dict[int, Channel] = {}
+        #: How channels inside received values are handed to the receiver;
+        #: the blocking facade replaces it with its wrapper.
+        self.present_channel: Callable[[Channel], object] = _as_is
         self.transport: Transport | None = None
         self.lost: GatewayLost | None = None
         self.closed = asyncio.Event()
@@ -192,10 +195,6 @@ class Router:
                 self.channels[ident] = channel
         return self.present_channel(channel)
 
-    @staticmethod
-    def present_channel(channel: Channel) -> object:
-        return channel
-
     def forget(self, channel: Channel) -> None:
         if self.channels.get(channel.id) is channel:
             del self.channels[channel.id]
@@ -256,3 +255,7 @@ class Router:
             await asyncio.shield(writable)
         if self.lost is not None:
             raise self.lost
+
+
+def _as_is(channel: Channel) -> object:
+    return channel

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shlex
 import signal
 import sys
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .._bootstrap import python_argv
 from .._errors import HostNotFound
@@ -78,6 +79,20 @@ class _Protocol(asyncio.SubprocessProtocol):
         self.sink.resume_writing()
 
 
+#: Pipe capacity asked of Linux (its default is 64 KiB): with asyncio's pipe
+#: writer doing one write per loop pass, capacity bounds bulk throughput.
+PIPE_SIZE = 1024 * 1024
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def _enlarge_pipe(pipe: asyncio.BaseTransport | None) -> None:
+    if pipe is None or not sys.platform.startswith("linux"):
+        return
+    fileobj = pipe.get_extra_info("pipe")
+    with contextlib.suppress(OSError, AttributeError, ValueError):
+        fcntl.fcntl(fileobj.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+
+
 def _forward_stderr(data: bytes) -> None:
     stream = sys.stderr
     if stream is None:  # pythonw, or stderr closed
@@ -91,9 +106,10 @@ class PopenTransport(Transport):
         self._transport = transport
         self._protocol = protocol
         self.pid = transport.get_pid()
-        stdin = transport.get_pipe_transport(0)
-        assert isinstance(stdin, asyncio.WriteTransport)
-        self._stdin = stdin
+        # uvloop's pipe transports are not asyncio.WriteTransport subclasses.
+        self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+        for fd in (0, 1):
+            _enlarge_pipe(transport.get_pipe_transport(fd))
 
     def write(self, data: bytes) -> None:
         self._stdin.write(data)
@@ -153,6 +169,11 @@ async def open_popen(spec: XSpec, sink: StreamSink, bootstrap: bytes) -> PopenTr
         )
     except OSError as exc:
         raise HostNotFound(f"cannot start {argv[0]!r} for spec {str(spec)!r}: {exc}") from exc
-    popen = PopenTransport(transport, protocol)
-    popen.write(bootstrap)
+    try:
+        popen = PopenTransport(transport, protocol)
+        popen.write(bootstrap)
+    except BaseException:
+        transport.kill()  # leave no half-started child behind
+        transport.close()
+        raise
     return popen
