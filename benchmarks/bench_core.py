@@ -1,0 +1,642 @@
+"""asyncgw beside execnet and a raw lower bound, measured in one run.
+
+Usage::
+
+    python benchmarks/bench_core.py [--quick | --full] [--uvloop] [--json out.json]
+
+Method (details in ``benchmarks/README.md``): every workload runs for the
+asyncgw async API, for execnet, and for a raw lower bound where one makes
+sense. The implementations take turns sample by sample (rotating which goes
+first), so that drift on the machine affects all alike; the first round is
+a discarded warm-up and the median of the rest is reported. Steady-state
+workloads reuse one gateway per implementation for all their samples, so
+interpreter start-up is not part of them.
+
+The blocking implementations (execnet, raw pipes) run directly on the event
+loop's thread: nothing of asyncgw is in flight while they are measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from typing import IO, Any
+
+import execnet
+import psutil
+
+import asyncgw
+
+#: Seconds a group may take to exit before its interpreters are killed.
+EXIT_TIMEOUT = 10.0
+MIB = 1 << 20
+CHUNK = bytes(MIB)
+IMPLEMENTATIONS = ("asyncgw", "execnet", "bound")
+
+# -- remote code (the same source for asyncgw and execnet)
+
+ECHO_ONCE = "channel.send(channel.receive())"
+
+ECHO_LOOP = """\
+for item in channel:
+    channel.send(item)
+"""
+
+# None ends a batch: the count goes back and the next batch starts.
+COUNT_ITEMS = """\
+count = 0
+for item in channel:
+    if item is None:
+        channel.send(count)
+        count = 0
+    else:
+        count += 1
+"""
+
+COUNT_BYTES = """\
+count = 0
+for item in channel:
+    if item is None:
+        channel.send(count)
+        count = 0
+    else:
+        count += len(item)
+"""
+
+# -- raw lower-bound children: they write b"r" once ready, so their
+# start-up stays out of the measurement.
+
+RAW_ECHO = """\
+import os
+os.write(1, b"r")
+while True:
+    data = os.read(0, 8)
+    if not data:
+        break
+    os.write(1, data)
+"""
+
+RAW_SINK = """\
+import os
+os.write(1, b"r")
+buffer = bytearray(1 << 20)
+count = 0
+while True:
+    received = os.readv(0, [buffer])
+    if not received:
+        break
+    count += received
+os.write(1, str(count).encode())
+"""
+
+Sampler = Callable[[], Awaitable[float]]
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes and repetitions of one run."""
+
+    start_reps: int
+    steady_reps: int
+    warmup: int
+    group_sizes: tuple[int, ...]
+    roundtrips: int
+    ints: int
+    mebibytes: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Config:
+        if args.quick:
+            return cls(
+                start_reps=3,
+                steady_reps=3,
+                warmup=1,
+                group_sizes=(8,),
+                roundtrips=2_000,
+                ints=20_000,
+                mebibytes=64,
+            )
+        return cls(
+            start_reps=5,
+            steady_reps=5,
+            warmup=1,
+            group_sizes=(8, 32) if args.full else (8,),
+            roundtrips=5_000,
+            ints=200_000,
+            mebibytes=256,
+        )
+
+
+@dataclass
+class Result:
+    """One table row: a metric per implementation, every sample kept."""
+
+    workload: str
+    unit: str
+    higher_is_better: bool
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, name: str) -> float | None:
+        values = self.samples.get(name)
+        return statistics.median(values) if values else None
+
+    def spread(self, name: str) -> float | None:
+        """Half the min-max range, relative to the median."""
+        values = self.samples.get(name)
+        if not values:
+            return None
+        return (max(values) - min(values)) / 2 / statistics.median(values)
+
+    def ratio(self, other: str) -> float | None:
+        mine, theirs = self.median("asyncgw"), self.median(other)
+        if mine is None or theirs is None:
+            return None
+        return mine / theirs
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload,
+            "unit": self.unit,
+            "higher_is_better": self.higher_is_better,
+            "median": {name: self.median(name) for name in self.samples},
+            "samples": self.samples,
+        }
+
+
+async def measure(
+    config: Config, reps: int, samplers: dict[str, Sampler]
+) -> dict[str, list[float]]:
+    """Seconds per sample for each implementation, taking turns and
+    rotating who goes first; the warm-up rounds are dropped."""
+    order = list(samplers)
+    samples: dict[str, list[float]] = {name: [] for name in order}
+    for round_ in range(config.warmup + reps):
+        shift = round_ % len(order)
+        for name in order[shift:] + order[:shift]:
+            elapsed = await samplers[name]()
+            if round_ >= config.warmup:
+                samples[name].append(elapsed)
+    return samples
+
+
+def blocking(function: Callable[[], float]) -> Sampler:
+    """Run a blocking sample on the loop's thread (the loop idles meanwhile)."""
+
+    async def sample() -> float:
+        return function()
+
+    return sample
+
+
+# -- resources held across the samples of a steady-state workload
+
+
+@asynccontextmanager
+async def asyncgw_channel(source: str) -> AsyncIterator[asyncgw.Channel]:
+    async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
+        gateway = await group.makegateway("popen")
+        channel = gateway.remote_exec(source)
+        try:
+            yield channel
+        finally:
+            channel.close()
+
+
+@contextmanager
+def execnet_channel(source: str) -> Iterator[execnet.Channel]:
+    group = execnet.Group()
+    try:
+        channel = group.makegateway("popen").remote_exec(source)
+        try:
+            yield channel
+        finally:
+            channel.close()
+    finally:
+        group.terminate(timeout=EXIT_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class RawChild:
+    """A child python talking over bare pipes."""
+
+    stdin: IO[bytes]
+    stdout: IO[bytes]
+
+    @property
+    def to_child(self) -> int:
+        return self.stdin.fileno()
+
+    @property
+    def from_child(self) -> int:
+        return self.stdout.fileno()
+
+
+@contextmanager
+def raw_child(source: str) -> Iterator[RawChild]:
+    """A child running ``source``, once it is ready."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+    )
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        if os.read(child.stdout.fileno(), 1) != b"r":
+            raise RuntimeError("raw child did not start")
+        yield RawChild(child.stdin, child.stdout)
+    finally:
+        child.stdin.close()
+        try:
+            child.wait(EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# -- 1 and 2: start, one round trip each, terminate
+
+
+async def asyncgw_start(count: int) -> float:
+    started = time.perf_counter()
+    async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
+        if count == 1:
+            await group.makegateway("popen")
+        else:
+            await group.makegateways(["popen"] * count)
+        channels = group.remote_exec(ECHO_ONCE)
+        await channels.send_each(1)
+        if await channels.receive_each() != [1] * count:
+            raise AssertionError("asyncgw: wrong echo")
+        await group.terminate(EXIT_TIMEOUT)
+    return time.perf_counter() - started
+
+
+def execnet_start(count: int) -> float:
+    started = time.perf_counter()
+    group = execnet.Group()
+    try:
+        for _ in range(count):
+            group.makegateway("popen")
+        channels = group.remote_exec(ECHO_ONCE)
+        for channel in channels:
+            channel.send(1)
+        if channels.receive_each() != [1] * count:
+            raise AssertionError("execnet: wrong echo")
+    finally:
+        group.terminate(timeout=EXIT_TIMEOUT)
+    return time.perf_counter() - started
+
+
+def raw_start(count: int) -> float:
+    started = time.perf_counter()
+    children = [
+        subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.DEVNULL)
+        for _ in range(count)
+    ]
+    for child in children:
+        child.wait()
+    return time.perf_counter() - started
+
+
+async def bench_start(config: Config, count: int) -> Result:
+    samples = await measure(
+        config,
+        config.start_reps,
+        {
+            "asyncgw": lambda: asyncgw_start(count),
+            "execnet": blocking(lambda: execnet_start(count)),
+            "bound": blocking(lambda: raw_start(count)),
+        },
+    )
+    what = "1 popen gateway" if count == 1 else f"{count} popen gateways"
+    return Result(
+        f"{what}: start+rt+exit",
+        "ms",
+        higher_is_better=False,
+        samples={name: [s * 1e3 for s in values] for name, values in samples.items()},
+    )
+
+
+# -- 3: round-trip latency
+
+
+async def bench_roundtrip(config: Config) -> Result:
+    n = config.roundtrips
+    message = b"12345678"
+
+    async with asyncgw_channel(ECHO_LOOP) as achannel:
+
+        async def asyncgw_sample() -> float:
+            started = time.perf_counter()
+            for i in range(n):
+                await achannel.send(i)
+                await achannel.receive()
+            return time.perf_counter() - started
+
+        with execnet_channel(ECHO_LOOP) as echannel:
+
+            def execnet_sample() -> float:
+                started = time.perf_counter()
+                for i in range(n):
+                    echannel.send(i)
+                    echannel.receive()
+                return time.perf_counter() - started
+
+            def raw_sample() -> float:
+                with raw_child(RAW_ECHO) as child:
+                    to_child, from_child = child.to_child, child.from_child
+                    started = time.perf_counter()
+                    for _ in range(n):
+                        os.write(to_child, message)
+                        os.read(from_child, 8)
+                    return time.perf_counter() - started
+
+            samples = await measure(
+                config,
+                config.steady_reps,
+                {
+                    "asyncgw": asyncgw_sample,
+                    "execnet": blocking(execnet_sample),
+                    "bound": blocking(raw_sample),
+                },
+            )
+    return Result(
+        "round trip, small int",
+        "us/msg",
+        higher_is_better=False,
+        samples={name: [s / n * 1e6 for s in values] for name, values in samples.items()},
+    )
+
+
+# -- 4: one-way small ints
+
+
+async def bench_ints(config: Config) -> Result:
+    n = config.ints
+
+    async with asyncgw_channel(COUNT_ITEMS) as achannel:
+
+        async def asyncgw_sample() -> float:
+            started = time.perf_counter()
+            for i in range(n):
+                await achannel.send(i)
+            await achannel.send(None)
+            count = await achannel.receive()
+            elapsed = time.perf_counter() - started
+            if count != n:
+                raise AssertionError(f"asyncgw: {count} of {n} ints arrived")
+            return elapsed
+
+        with execnet_channel(COUNT_ITEMS) as echannel:
+
+            def execnet_sample() -> float:
+                started = time.perf_counter()
+                for i in range(n):
+                    echannel.send(i)
+                echannel.send(None)
+                count = echannel.receive()
+                elapsed = time.perf_counter() - started
+                if count != n:
+                    raise AssertionError(f"execnet: {count} of {n} ints arrived")
+                return elapsed
+
+            samples = await measure(
+                config,
+                config.steady_reps,
+                {"asyncgw": asyncgw_sample, "execnet": blocking(execnet_sample)},
+            )
+    return Result(
+        f"one-way small ints, N={n:,}",
+        "msg/s",
+        higher_is_better=True,
+        samples={name: [n / s for s in values] for name, values in samples.items()},
+    )
+
+
+# -- 5: one-way 1 MiB chunks
+
+
+async def bench_bytes(config: Config) -> Result:
+    chunks = config.mebibytes
+    total = chunks * MIB
+
+    async with asyncgw_channel(COUNT_BYTES) as achannel:
+
+        async def asyncgw_sample() -> float:
+            started = time.perf_counter()
+            for _ in range(chunks):
+                await achannel.send(CHUNK)
+            await achannel.send(None)
+            count = await achannel.receive()
+            elapsed = time.perf_counter() - started
+            if count != total:
+                raise AssertionError(f"asyncgw: {count} of {total} bytes arrived")
+            return elapsed
+
+        with execnet_channel(COUNT_BYTES) as echannel:
+
+            def execnet_sample() -> float:
+                started = time.perf_counter()
+                for _ in range(chunks):
+                    echannel.send(CHUNK)
+                echannel.send(None)
+                count = echannel.receive()
+                elapsed = time.perf_counter() - started
+                if count != total:
+                    raise AssertionError(f"execnet: {count} of {total} bytes arrived")
+                return elapsed
+
+            def raw_sample() -> float:
+                with raw_child(RAW_SINK) as child:
+                    to_child = child.to_child
+                    started = time.perf_counter()
+                    for _ in range(chunks):
+                        write_all(to_child, CHUNK)
+                    child.stdin.close()  # EOF: the child reports its count
+                    count = int(child.stdout.read())
+                    elapsed = time.perf_counter() - started
+                if count != total:
+                    raise AssertionError(f"raw pipe: {count} of {total} bytes arrived")
+                return elapsed
+
+            samples = await measure(
+                config,
+                config.steady_reps,
+                {
+                    "asyncgw": asyncgw_sample,
+                    "execnet": blocking(execnet_sample),
+                    "bound": blocking(raw_sample),
+                },
+            )
+    return Result(
+        f"one-way 1 MiB bytes, {chunks} MiB",
+        "MiB/s",
+        higher_is_better=True,
+        samples={name: [chunks / s for s in values] for name, values in samples.items()},
+    )
+
+
+# -- running and reporting
+
+
+async def run_all(config: Config, progress: Callable[[str], None]) -> list[Result]:
+    benches: list[tuple[str, Callable[[], Awaitable[Result]]]] = [
+        (f"start {n}", partial(bench_start, config, n)) for n in (1, *config.group_sizes)
+    ]
+    benches += [
+        ("round trip", partial(bench_roundtrip, config)),
+        ("one-way ints", partial(bench_ints, config)),
+        ("one-way bytes", partial(bench_bytes, config)),
+    ]
+    results = []
+    for label, bench in benches:
+        started = time.perf_counter()
+        results.append(await bench())
+        progress(f"  {label}: {time.perf_counter() - started:.1f}s")
+    return results
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def format_cell(result: Result, name: str) -> str:
+    median, spread = result.median(name), result.spread(name)
+    if median is None or spread is None:
+        return "-"
+    return f"{format_value(median)} ±{spread * 100:.0f}%"
+
+
+def format_ratio(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
+def render_table(results: list[Result]) -> str:
+    header = ["workload", "unit", "better", *IMPLEMENTATIONS, "agw/execnet", "agw/bound"]
+    rows = [
+        [
+            result.workload,
+            result.unit,
+            "higher" if result.higher_is_better else "lower",
+            *(format_cell(result, name) for name in IMPLEMENTATIONS),
+            format_ratio(result.ratio("execnet")),
+            format_ratio(result.ratio("bound")),
+        ]
+        for result in results
+    ]
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest])
+
+    rule = "-" * len(line(header))
+    return "\n".join([line(header), rule, *map(line, rows)])
+
+
+def environment(args: argparse.Namespace, config: Config) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "asyncgw": asyncgw.__version__,
+        "execnet": execnet.__version__,
+        "loop": "uvloop" if args.uvloop else "asyncio",
+        "malloc": {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")},
+        "config": config.__dict__,
+    }
+
+
+def reap_children() -> list[str]:
+    """Kill whatever child process is left (there should be none)."""
+    leftovers = psutil.Process().children(recursive=True)
+    for child in leftovers:
+        with suppress(psutil.NoSuchProcess):
+            child.kill()
+    psutil.wait_procs(leftovers, timeout=EXIT_TIMEOUT)
+    return [f"{child.pid}" for child in leftovers]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smaller sizes (well under a minute)")
+    size.add_argument("--full", action="store_true", help="also start 32 gateways at once")
+    parser.add_argument("--uvloop", action="store_true", help="run asyncgw on uvloop")
+    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = Config.from_args(args)
+    env = environment(args, config)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    progress(f"benchmarking ({env['loop']}, {env['cpus']} cpus)...")
+    started = time.perf_counter()
+    try:
+        if args.uvloop:
+            import uvloop
+
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                results = runner.run(run_all(config, progress))
+        else:
+            results = asyncio.run(run_all(config, progress))
+    finally:
+        leftovers = reap_children()
+        if leftovers:
+            progress(f"WARNING: killed leftover child processes: {', '.join(leftovers)}")
+    wall = time.perf_counter() - started
+
+    print(
+        f"asyncgw {env['asyncgw']} ({env['loop']}) vs execnet {env['execnet']}; "
+        f"Python {env['python']}, {env['platform']}, {env['cpus']} cpus"
+    )
+    if env["malloc"]:
+        print("malloc tuning: " + " ".join(f"{k}={v}" for k, v in env["malloc"].items()))
+    print(
+        f"median of {config.start_reps} (starts) / {config.steady_reps} (steady) samples "
+        f"after {config.warmup} warm-up; ±: half the min-max range; total {wall:.0f}s"
+    )
+    print()
+    print(render_table(results))
+    print()
+    print("bound: bare 'python -c pass' starts; blocking 8-byte pipe echo; raw 1 MiB pipe pour.")
+    print("ratios are of the medians as printed (see 'better' for the direction).")
+    if args.json:
+        document = {"environment": env, "results": [r.as_json() for r in results]}
+        with open(args.json, "w", encoding="utf-8") as out:
+            json.dump(document, out, indent=2)
+    return 1 if leftovers else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
