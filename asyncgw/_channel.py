@@ -282,18 +282,26 @@ class Channel:
 
     async def send_encoded(self, payload: bytes) -> None:
         """Send a payload made by :meth:`encode`; the second half of ``send``."""
-        self._check_sendable()
-        cost = len(payload) + FRAME_COST
-        window = self.gateway.window
-        while self._outstanding > 0 and self._outstanding + cost > window:
+        while not self.send_encoded_nowait(payload):
             self._credit = self._loop.create_future()
             await self._credit
-            self._check_sendable()
+        if self._router._writable is not None:
+            await self._router.drain()
+
+    def send_encoded_nowait(self, payload: bytes) -> bool:
+        """Queue ``payload`` for writing if the remote window has room for
+        it; return False, having done nothing, if it has not.
+
+        :raises ChannelClosed: if the channel is closed.
+        :raises GatewayLost: if the remote interpreter went away.
+        """
+        self._check_sendable()
+        cost = len(payload) + FRAME_COST
+        if self._outstanding > 0 and self._outstanding + cost > self.gateway.window:
+            return False
         self._outstanding += cost
-        router = self._router
-        router.write_frame(DATA, self.id, payload)
-        if router._writable is not None:
-            await router.drain()
+        self._router.write_frame(DATA, self.id, payload)
+        return True
 
     def _router_id_of(self, obj: object) -> int | None:
         # Facade wrappers name their channel in `_channel`.

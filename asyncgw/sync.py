@@ -146,6 +146,23 @@ class _Outbox:
             loop.call_soon_threadsafe(self._start)
 
     def _start(self) -> None:
+        """On the loop: write what the window allows right here; only a
+        send that has to wait costs a task."""
+        with self._cond:
+            pending = self._pending
+            sent = 0
+            try:
+                while pending and self._channel.send_encoded_nowait(pending[0]):
+                    sent += len(pending.popleft())
+            except BaseException as exc:  # recorded for the senders
+                self._error = exc
+                pending.clear()
+                sent = self._queued
+            self._queued -= sent
+            self._cond.notify_all()
+            if not pending:
+                self._task = None
+                return
         self._idle = self._idle or asyncio.Event()
         self._idle.clear()
         self._task = asyncio.get_running_loop().create_task(self._drain())

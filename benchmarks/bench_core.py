@@ -37,12 +37,14 @@ import execnet
 import psutil
 
 import asyncgw
+import asyncgw.sync
 
 #: Seconds a group may take to exit before its interpreters are killed.
 EXIT_TIMEOUT = 10.0
 MIB = 1 << 20
 CHUNK = bytes(MIB)
-IMPLEMENTATIONS = ("asyncgw", "execnet", "bound")
+#: "sync" is asyncgw through its blocking facade, asyncgw.sync.
+IMPLEMENTATIONS = ("asyncgw", "sync", "execnet", "bound")
 
 # -- remote code (the same source for asyncgw and execnet)
 
@@ -158,8 +160,8 @@ class Result:
             return None
         return (max(values) - min(values)) / 2 / statistics.median(values)
 
-    def ratio(self, other: str) -> float | None:
-        mine, theirs = self.median("asyncgw"), self.median(other)
+    def ratio(self, other: str, mine_name: str = "asyncgw") -> float | None:
+        mine, theirs = self.median(mine_name), self.median(other)
         if mine is None or theirs is None:
             return None
         return mine / theirs
@@ -224,6 +226,16 @@ def execnet_channel(source: str) -> Iterator[execnet.Channel]:
             channel.close()
     finally:
         group.terminate(timeout=EXIT_TIMEOUT)
+
+
+@contextmanager
+def sync_channel(source: str) -> Iterator[asyncgw.sync.Channel]:
+    with asyncgw.sync.Group() as group:
+        channel = group.makegateway("popen").remote_exec(source)
+        try:
+            yield channel
+        finally:
+            channel.close()
 
 
 @dataclass(frozen=True)
@@ -349,13 +361,20 @@ async def bench_roundtrip(config: Config) -> Result:
                 await achannel.receive()
             return time.perf_counter() - started
 
-        with execnet_channel(ECHO_LOOP) as echannel:
+        with execnet_channel(ECHO_LOOP) as echannel, sync_channel(ECHO_LOOP) as schannel:
 
             def execnet_sample() -> float:
                 started = time.perf_counter()
                 for i in range(n):
                     echannel.send(i)
                     echannel.receive()
+                return time.perf_counter() - started
+
+            def sync_sample() -> float:
+                started = time.perf_counter()
+                for i in range(n):
+                    schannel.send(i)
+                    schannel.receive()
                 return time.perf_counter() - started
 
             def raw_sample() -> float:
@@ -372,6 +391,7 @@ async def bench_roundtrip(config: Config) -> Result:
                 config.steady_reps,
                 {
                     "asyncgw": asyncgw_sample,
+                    "sync": blocking(sync_sample),
                     "execnet": blocking(execnet_sample),
                     "bound": blocking(raw_sample),
                 },
@@ -403,23 +423,30 @@ async def bench_ints(config: Config) -> Result:
                 raise AssertionError(f"asyncgw: {count} of {n} ints arrived")
             return elapsed
 
-        with execnet_channel(COUNT_ITEMS) as echannel:
+        with execnet_channel(COUNT_ITEMS) as echannel, sync_channel(COUNT_ITEMS) as schannel:
 
-            def execnet_sample() -> float:
-                started = time.perf_counter()
-                for i in range(n):
-                    echannel.send(i)
-                echannel.send(None)
-                count = echannel.receive()
-                elapsed = time.perf_counter() - started
-                if count != n:
-                    raise AssertionError(f"execnet: {count} of {n} ints arrived")
-                return elapsed
+            def blocking_sample(name: str, channel: Any) -> Callable[[], float]:
+                def sample() -> float:
+                    started = time.perf_counter()
+                    for i in range(n):
+                        channel.send(i)
+                    channel.send(None)
+                    count = channel.receive()
+                    elapsed = time.perf_counter() - started
+                    if count != n:
+                        raise AssertionError(f"{name}: {count} of {n} ints arrived")
+                    return elapsed
+
+                return sample
 
             samples = await measure(
                 config,
                 config.steady_reps,
-                {"asyncgw": asyncgw_sample, "execnet": blocking(execnet_sample)},
+                {
+                    "asyncgw": asyncgw_sample,
+                    "sync": blocking(blocking_sample("sync", schannel)),
+                    "execnet": blocking(blocking_sample("execnet", echannel)),
+                },
             )
     return Result(
         f"one-way small ints, N={n:,}",
@@ -536,7 +563,10 @@ def format_ratio(ratio: float | None) -> str:
 
 
 def render_table(results: list[Result]) -> str:
-    header = ["workload", "unit", "better", *IMPLEMENTATIONS, "agw/execnet", "agw/bound"]
+    header = [
+        "workload", "unit", "better", *IMPLEMENTATIONS,
+        "agw/execnet", "sync/execnet", "agw/bound",
+    ]  # fmt: skip
     rows = [
         [
             result.workload,
@@ -544,6 +574,7 @@ def render_table(results: list[Result]) -> str:
             "higher" if result.higher_is_better else "lower",
             *(format_cell(result, name) for name in IMPLEMENTATIONS),
             format_ratio(result.ratio("execnet")),
+            format_ratio(result.ratio("execnet", mine_name="sync")),
             format_ratio(result.ratio("bound")),
         ]
         for result in results
