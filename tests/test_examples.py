@@ -1,0 +1,35 @@
+"""The example scripts run as a user would run them, and say the right thing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_quickstart() -> None:
+    out = run("quickstart.py")
+    assert "doubled remotely: 42" in out
+    assert "summed by async remote code: 45" in out
+    assert "remote error: json.decoder.JSONDecodeError" in out
+    assert "<Gateway id='worker' receive-live" in out
+
+
+def test_fanout() -> None:
+    out = run("fanout.py", "3", "30000")
+    assert "3 gateways up" in out
+    assert "<Group ['gw0', 'gw1', 'gw2']>" in out
+    assert "results match local computation: True" in out
