@@ -1,0 +1,72 @@
+"""XSpec: execnet's ``key=value//key`` grammar, and clear errors for bad specs."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncgw import SpecError, XSpec
+
+
+def test_execnet_keys() -> None:
+    spec = XSpec(
+        "popen//python=python3.12//chdir=/tmp/x//nice=5//env:FOO=bar//env:EMPTY=//id=w1"
+        "//dont_write_bytecode//execmodel=main_thread_only"
+    )
+    assert spec.popen is True
+    assert spec.python == "python3.12"
+    assert spec.chdir == "/tmp/x"
+    assert spec.nice == "5"
+    assert spec.env == {"FOO": "bar", "EMPTY": ""}
+    assert spec.id == "w1"
+    assert spec.dont_write_bytecode is True
+    assert spec.execmodel == "main_thread_only"
+    assert spec.ssh is None and spec.via is None
+    assert spec.transport == "popen"
+
+
+def test_text_round_trip_equality_and_hash() -> None:
+    text = "popen//python=python3//env:A=1"
+    spec = XSpec(text)
+    assert str(spec) == text
+    assert repr(spec) == f"<XSpec {text!r}>"
+    assert spec == XSpec(text)
+    assert hash(spec) == hash(XSpec(text))
+    assert spec != XSpec("popen")
+    assert {spec: 1}[XSpec(text)] == 1
+
+
+def test_other_transport_keys_parse() -> None:
+    assert XSpec("ssh=user@host:22//ssh_config=~/.ssh/config").ssh == "user@host:22"
+    assert XSpec("socket=localhost:8888").transport == "socket"
+    assert XSpec("via=gw0//python=python3").via == "gw0"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("popen//bogus=1", "'bogus'"),
+        ("popen//id=a//id=b", "duplicate key 'id'"),
+        ("popen////id=a", "empty key"),
+        ("popen//=x", "empty key"),
+        ("popen=yes", "'popen' takes no value"),
+        ("popen//dont_write_bytecode=1", "'dont_write_bytecode' takes no value"),
+        ("popen//python", "'python' needs a value"),
+        ("popen//python=", "'python' needs a value"),
+        ("popen//ssh=host", "each choose a transport"),
+        ("python=python3", "no transport key"),
+        ("popen//nice=high", "'nice' wants an integer"),
+        ("popen//execmodel=eventlet", "'execmodel' is one of"),
+        ("popen//connect_timeout=soon", "'connect_timeout' wants seconds"),
+        ("popen//env:=1", "'env:' without a variable name"),
+    ],
+)
+def test_bad_specs_name_the_key(text: str, names: str) -> None:
+    with pytest.raises(SpecError, match=names.replace("(", r"\(")):
+        XSpec(text)
+
+
+def test_spec_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        XSpec("nonsense")
+    with pytest.raises(SpecError, match="not int"):
+        XSpec(42)  # type: ignore[arg-type]
