@@ -221,7 +221,36 @@ def test_works_when_the_calling_thread_runs_an_event_loop() -> None:
     assert asyncio.run(inside_a_loop()) == "from a loop"
 
 
-def test_script_that_never_terminates_leaves_no_child(tmp_path: Path) -> None:
+#: Interpreters the exit guarantee is checked on, besides this one.
+OTHER_PYTHONS = [
+    f"/root/.pyenv/versions/{version}/bin/python{version.rsplit('.', 1)[0]}"
+    for version in ("3.12.1", "3.13.0")
+]
+
+
+def _python_path_for(tmp_path: Path) -> str:
+    """A directory holding asyncgw and its pure-Python dependencies, so that
+    another interpreter version can import them from this environment."""
+    import importlib.util
+
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    for name in ("asyncgw", "anyio", "idna", "sniffio", "typing_extensions"):
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        target = origin.parent if origin.name == "__init__.py" else origin
+        (shelf / target.name).symlink_to(target)
+    return str(shelf)
+
+
+@pytest.mark.parametrize(
+    "python",
+    [sys.executable, *(p for p in OTHER_PYTHONS if os.path.exists(p))],
+    ids=lambda p: Path(p).name,
+)
+def test_script_that_never_terminates_leaves_no_child(tmp_path: Path, python: str) -> None:
     script = tmp_path / "forgetful.py"
     script.write_text(
         textwrap.dedent(
@@ -235,12 +264,16 @@ def test_script_that_never_terminates_leaves_no_child(tmp_path: Path) -> None:
             """
         )
     )
+    env = dict(os.environ)
+    if python != sys.executable:
+        env["PYTHONPATH"] = _python_path_for(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-W", "error", str(script)],
+        [python, "-W", "error", str(script)],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr
     assert "can't create new thread" not in proc.stderr
