@@ -20,8 +20,8 @@ import builtins
 import logging
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from ._errors import ChannelClosed, GatewayLost, RemoteError, TimeoutError
 from ._tasks import run_all
@@ -353,19 +353,22 @@ class Channel:
         self.close()
 
 
-class MultiChannel:
-    """Several channels used as one, e.g. from ``Group.remote_exec``."""
+C = TypeVar("C")
 
-    def __init__(self, channels: Sequence[Channel]) -> None:
+
+class ChannelList(Generic[C]):
+    """The sequence behaviour both MultiChannels share (async and blocking)."""
+
+    def __init__(self, channels: Iterable[C]) -> None:
         self._channels = list(channels)
 
     def __len__(self) -> int:
         return len(self._channels)
 
-    def __iter__(self) -> Iterator[Channel]:
+    def __iter__(self) -> Iterator[C]:
         return iter(self._channels)
 
-    def __getitem__(self, index: int) -> Channel:
+    def __getitem__(self, index: int) -> C:
         return self._channels[index]
 
     def __contains__(self, channel: object) -> bool:
@@ -373,6 +376,10 @@ class MultiChannel:
 
     def __repr__(self) -> str:
         return f"<MultiChannel {self._channels!r}>"
+
+
+class MultiChannel(ChannelList[Channel]):
+    """Several channels used as one, e.g. from ``Group.remote_exec``."""
 
     async def send_each(self, item: object) -> None:
         """Send ``item`` on every channel, concurrently."""

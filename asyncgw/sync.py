@@ -436,23 +436,8 @@ def _facade_value(item: Any) -> Any:
     return _present(item) if isinstance(item, _channel.Channel) else item
 
 
-class MultiChannel:
+class MultiChannel(_channel.ChannelList[Channel]):
     """Several channels used as one."""
-
-    def __init__(self, channels: Iterable[Channel]) -> None:
-        self._channels = list(channels)
-
-    def __len__(self) -> int:
-        return len(self._channels)
-
-    def __iter__(self) -> Iterator[Channel]:
-        return iter(self._channels)
-
-    def __getitem__(self, index: int) -> Channel:
-        return self._channels[index]
-
-    def __contains__(self, channel: object) -> bool:
-        return channel in self._channels
 
     def send_each(self, item: object) -> None:
         for channel in self._channels:
