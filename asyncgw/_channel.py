@@ -281,7 +281,8 @@ class Channel:
             raise ChannelClosed(f"cannot send to closed channel {self.id}")
 
     async def send_encoded(self, payload: bytes) -> None:
-        """Send a payload made by :meth:`encode`; the second half of ``send``."""
+        """Send a payload made by :meth:`encode`; the second half of ``send``.
+        Cancelling the wait sends nothing."""
         while not self.send_encoded_nowait(payload):
             self._credit = self._loop.create_future()
             await self._credit
@@ -333,6 +334,7 @@ class Channel:
 
     async def waitclose(self, timeout: float | None = None) -> None:
         """Wait until the remote side closes the channel (its code finished).
+        Cancelling the wait changes nothing on the channel.
 
         :raises RemoteError: if the remote code raised.
         :raises GatewayLost: if the gateway went away first.
@@ -382,12 +384,14 @@ class MultiChannel(ChannelList[Channel]):
     """Several channels used as one, e.g. from ``Group.remote_exec``."""
 
     async def send_each(self, item: object) -> None:
-        """Send ``item`` on every channel, concurrently."""
+        """Send ``item`` on every channel, concurrently. Cancelling cancels
+        the sends still waiting; those already written stay sent."""
         await run_all(channel.send(item) for channel in self._channels)
 
     async def receive_each(self, withchannel: bool = False) -> list[Any]:
         """One value from each channel, in channel order; with
-        ``withchannel``, ``(channel, value)`` pairs."""
+        ``withchannel``, ``(channel, value)`` pairs. If one fails or the call
+        is cancelled, values already taken stay taken (they are lost)."""
         values = await run_all(channel.receive() for channel in self._channels)
         if withchannel:
             return list(zip(self._channels, values, strict=True))
@@ -408,5 +412,6 @@ class MultiChannel(ChannelList[Channel]):
         return queue
 
     async def waitclose(self, timeout: float | None = None) -> None:
-        """Wait for every channel to close; the first error is raised."""
+        """Wait for every channel to close; the first error is raised.
+        Cancelling the wait changes nothing on the channels."""
         await run_all(channel.waitclose(timeout) for channel in self._channels)

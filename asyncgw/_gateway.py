@@ -118,12 +118,13 @@ class Gateway:
 
     async def remote_status(self) -> types.SimpleNamespace:
         """``numchannels``, ``numexecuting`` and ``execmodel`` of the worker,
-        answered by its reader without running any code."""
+        answered by its reader without running any code. Cancelling
+        abandons the answer."""
         return types.SimpleNamespace(**await self._request("status"))
 
     async def remote_info(self) -> types.SimpleNamespace:
         """``executable``, ``version_info``, ``platform``, ``cwd`` and ``pid``
-        of the remote interpreter."""
+        of the remote interpreter. Cancelling abandons the answer."""
         return types.SimpleNamespace(**await self._request("info"))
 
     # -- lifetime
@@ -156,7 +157,8 @@ class Gateway:
                 self._router.connection_lost("the gateway exited")
 
     async def kill(self) -> None:
-        """End the remote interpreter now, without asking."""
+        """End the remote interpreter now, without asking. The kill runs to
+        its end even if the caller is cancelled."""
         self._exiting = True
         if self.group is not None:
             self.group._remove(self)
@@ -165,7 +167,8 @@ class Gateway:
         self._router.connection_lost("the gateway was killed")
 
     async def wait_closed(self) -> None:
-        """Wait until the connection to the worker has ended."""
+        """Wait until the connection to the worker has ended. Cancelling the
+        wait changes nothing."""
         await self._router.closed.wait()
 
 

@@ -106,7 +106,8 @@ class Group:
     async def makegateways(self, specs: Iterable[SpecLike]) -> list[Gateway]:
         """Start gateways for all ``specs`` concurrently; all or nothing: if
         one fails, the others are killed and the first error is raised.
-        Members join the group in the order of ``specs``."""
+        Members join the group in the order of ``specs``. Cancelling kills
+        every gateway started so far."""
         reserved: list[XSpec] = []
         try:
             for spec in specs:
