@@ -87,10 +87,16 @@ class Router:
         try:
             frames = self._decoder.feed(data)
         except ProtocolError as exc:
+            self._dispatch(exc.frames)  # what came before the bad frame
             self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
             return
+        self._dispatch(frames)
+
+    def _dispatch(self, frames: list[tuple[int, int, bytes]]) -> None:
         channels = self.channels
         for msgtype, ident, payload in frames:
+            if self.lost is not None:
+                return
             if msgtype == DATA:
                 channel = channels.get(ident)
                 if channel is None:
@@ -101,7 +107,10 @@ class Router:
             elif msgtype == ACK:
                 channel = channels.get(ident)
                 if channel is not None:
-                    channel._on_ack(decode_ack(payload))
+                    try:
+                        channel._on_ack(decode_ack(payload))
+                    except ProtocolError as exc:
+                        self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
             elif msgtype in (CLOSE, CLOSE_ERROR):
                 error = payload.decode("utf-8", "replace") if msgtype == CLOSE_ERROR else None
                 if ident == 0:  # the worker could not set itself up
@@ -163,6 +172,9 @@ class Router:
             if diagnosis:
                 message = f"{message} ({diagnosis})"
         self.lost = GatewayLost(message, self.gateway_id)
+        if self.transport is not None:
+            # End of input makes a worker that is still there exit at once.
+            self.transport.close_input()
         if not self.hello.done():
             self.hello.set_exception(BootstrapError(message, self.gateway_id))
             self.hello.exception()  # retrieved here; the opener re-reads it

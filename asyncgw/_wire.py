@@ -77,7 +77,13 @@ class ProtocolError(AsyncgwError):
     """Raised when bytes on the wire are not a valid frame.
 
     The stream is unusable afterwards: the gateway that read it is closed.
+
+    :ivar frames: the valid frames decoded before the bad one, in order.
     """
+
+    def __init__(self, message: str, frames: list[tuple[int, int, bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.frames = frames or []
 
 
 class DataFormatError(AsyncgwError):
@@ -138,7 +144,11 @@ class FrameDecoder:
             src = bytes(buf) if len(buf) < 65536 else buf
         else:
             src = data
-        frames, pos = self._parse(src)
+        try:
+            frames, pos = self._parse(src)
+        except ProtocolError:
+            self._buf = bytearray()  # the stream is unusable from here on
+            raise
         if buf:
             del buf[:pos]
         elif pos < len(data):
@@ -154,10 +164,11 @@ class FrameDecoder:
         while end - pos >= HEADER_SIZE:
             msgtype, channel, length = unpack(src, pos)
             if msgtype not in MESSAGE_NAMES:
-                raise ProtocolError("unknown message type %d" % msgtype)
+                raise ProtocolError("unknown message type %d" % msgtype, frames)
             if length > self.max_payload:
                 raise ProtocolError(
-                    "frame of %d bytes exceeds the maximum of %d" % (length, self.max_payload)
+                    "frame of %d bytes exceeds the maximum of %d" % (length, self.max_payload),
+                    frames,
                 )
             start = pos + HEADER_SIZE
             stop = start + length

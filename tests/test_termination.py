@@ -224,3 +224,38 @@ def test_workers_exit_when_the_local_process_is_killed(tmp_path: object) -> None
     while not _gone(pids):
         assert time.monotonic() < deadline, f"orphaned workers {pids}"
         time.sleep(0.02)
+
+
+async def test_protocol_garbage_loses_the_gateway_and_ends_the_worker(tmp_path: object) -> None:
+    """A remote that breaks the protocol is cut off: its channels fail at once
+    and it is sent end-of-input, so terminate() without a timeout returns."""
+    from pathlib import Path
+
+    fake = Path(str(tmp_path)) / "garbage-worker"
+    fake.write_text(
+        f"#!{sys.executable}\n"
+        "import sys, os\n"
+        "from asyncgw import _wire\n"
+        "hello = _wire.dumps({'protocol': _wire.PROTOCOL_VERSION, 'pid': os.getpid()})\n"
+        "out = sys.stdout.buffer\n"
+        "out.write(_wire.MAGIC + _wire.encode_frame(_wire.HELLO, 0, hello))\n"
+        "out.flush()\n"
+        "sys.stdin.buffer.read(int(sys.stdin.buffer.read(10)))  # the bootstrap\n"
+        "sys.stdin.buffer.read(1)  # wait for the first frame\n"
+        "out.write(b'\\xff' * 20)  # not a frame\n"
+        "out.flush()\n"
+        "sys.stdin.buffer.read()  # until end of input\n"
+    )
+    fake.chmod(0o755)
+    group = asyncgw.Group()
+    try:
+        gw = await group.makegateway(f"popen//python={fake}")
+        channel = gw.remote_exec("pass")
+        with pytest.raises(asyncgw.GatewayLost, match="unknown message type 255"):
+            async with asyncio.timeout(10):
+                await channel.receive()
+        async with asyncio.timeout(10):
+            await group.terminate(timeout=None)
+        assert gw.remote_pid is not None and _gone([gw.remote_pid])
+    finally:
+        await group.terminate(timeout=1)
