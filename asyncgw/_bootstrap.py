@@ -62,6 +62,8 @@ def bootstrap_payload(config: dict[str, Any]) -> bytes:
     return b"%010d" % len(stage2) + stage2
 
 
-def python_argv(python: str) -> list[str]:
-    """The argv that turns ``python`` into a worker fed by ``bootstrap_payload``."""
-    return [python, "-c", LOADER]
+def python_argv(python: list[str]) -> list[str]:
+    """The argv that turns the interpreter command ``python`` (``["python3"]``,
+    ``["uv", "run", "python"]``, ``["python3", "-X", "dev"]``) into a worker
+    fed by ``bootstrap_payload``."""
+    return [*python, "-c", LOADER]

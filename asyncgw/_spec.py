@@ -12,9 +12,11 @@ from ._errors import SpecError
 __all__ = ["XSpec"]
 
 #: Keys that choose the transport; a spec has exactly one.
-TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd"}
+TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd", "docker", "kubectl", "sudo"}
 #: Keys that take no value (``popen``, not ``popen=x``).
 FLAG_KEYS = {"popen", "dont_write_bytecode"}
+#: Keys that may stand alone or take a value (``sudo`` or ``sudo=user``).
+OPTIONAL_VALUE_KEYS = {"sudo"}
 #: Options understood by every transport, or reserved for the transports
 #: that read them.
 OPTION_KEYS = {
@@ -47,6 +49,9 @@ class XSpec:
     socket: str | None = None
     via: str | None = None
     cmd: str | None = None
+    docker: str | None = None
+    kubectl: str | None = None
+    sudo: str | bool | None = None
     python: str | None = None
     chdir: str | None = None
     nice: str | None = None
@@ -80,6 +85,8 @@ class XSpec:
             if key in FLAG_KEYS:
                 if sep:
                     raise SpecError(f"key {key!r} takes no value, in spec {string!r}")
+                setattr(self, key, True)
+            elif key in OPTIONAL_VALUE_KEYS and not sep:
                 setattr(self, key, True)
             else:
                 if not sep or not value:

@@ -4,6 +4,7 @@ that no test leaves a child process behind."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 
 import psutil
@@ -18,6 +19,7 @@ PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
 #: Spec of each transport the transport-independent tests run over.
 TRANSPORT_SPECS = {
     "popen": "popen",
+    "cmd": f"cmd=env ASYNCGW_TEST_TRANSPORT=cmd {sys.executable}",
 }
 if os.path.exists(PYTHON39):
     TRANSPORT_SPECS["popen-py3.9"] = f"popen//python={PYTHON39}"

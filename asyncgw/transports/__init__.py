@@ -8,11 +8,18 @@ from __future__ import annotations
 from .._errors import SpecError
 from .._spec import XSpec
 from ._base import StreamSink, Transport, TransportFactory
+from .cmd import open_cmd
 from .popen import open_popen
 
 __all__ = ["FACTORIES", "StreamSink", "Transport", "TransportFactory", "factory_for"]
 
-FACTORIES: dict[str, TransportFactory] = {"popen": open_popen}
+FACTORIES: dict[str, TransportFactory] = {
+    "popen": open_popen,
+    "cmd": open_cmd,
+    "docker": open_cmd,
+    "kubectl": open_cmd,
+    "sudo": open_cmd,
+}
 
 
 def factory_for(spec: XSpec) -> TransportFactory:

@@ -26,7 +26,7 @@ from ._base import StreamSink, Transport
 if TYPE_CHECKING:
     from .._spec import XSpec
 
-__all__ = ["PopenTransport", "open_popen"]
+__all__ = ["PopenTransport", "open_popen", "popen_argv", "start_process"]
 
 #: Seconds between SIGTERM and SIGKILL when killing.
 KILL_GRACE = 0.2
@@ -147,8 +147,7 @@ class PopenTransport(Transport):
 
 def popen_argv(spec: XSpec) -> list[str]:
     """``python=`` may be a command line (``python=uv run python``)."""
-    python = shlex.split(spec.python) if spec.python else [sys.executable]
-    return [*python[:-1], *python_argv(python[-1])]
+    return python_argv(shlex.split(spec.python) if spec.python else [sys.executable])
 
 
 async def open_popen(spec: XSpec, sink: StreamSink, bootstrap: bytes) -> PopenTransport:
@@ -156,8 +155,18 @@ async def open_popen(spec: XSpec, sink: StreamSink, bootstrap: bytes) -> PopenTr
 
     :raises HostNotFound: if the interpreter cannot be executed.
     """
+    return await start_process(popen_argv(spec), spec, sink, bootstrap)
+
+
+async def start_process(
+    argv: list[str], spec: XSpec, sink: StreamSink, bootstrap: bytes
+) -> PopenTransport:
+    """Run ``argv`` (which must yield a worker's loader on its stdin/stdout)
+    as a child in a session of its own and send it ``bootstrap``.
+
+    :raises HostNotFound: if ``argv[0]`` cannot be executed.
+    """
     loop = asyncio.get_running_loop()
-    argv = popen_argv(spec)
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(sink),
