@@ -81,7 +81,11 @@ class XSpec:
                 self.env[key[4:]] = value
                 continue
             if key not in TRANSPORT_KEYS and key not in OPTION_KEYS:
-                raise SpecError(f"unknown key {key!r} in spec {string!r}")
+                if not _is_plugin_transport(key):
+                    raise SpecError(f"unknown key {key!r} in spec {string!r}")
+                self._plugin_key = key
+                setattr(self, key, value if sep else True)
+                continue
             if key in FLAG_KEYS:
                 if sep:
                     raise SpecError(f"key {key!r} takes no value, in spec {string!r}")
@@ -95,7 +99,7 @@ class XSpec:
         self._check(string)
 
     def _check(self, string: str) -> None:
-        transports = [key for key in TRANSPORT_KEYS if getattr(self, key) is not None]
+        transports = [key for key in self._transport_keys() if getattr(self, key) is not None]
         if len(transports) > 1:
             raise SpecError(f"keys {sorted(transports)} each choose a transport; give one")
         if not transports:
@@ -120,7 +124,11 @@ class XSpec:
     @property
     def transport(self) -> str:
         """The transport key of this spec (``'popen'``, ``'ssh'``, ...)."""
-        return next(key for key in sorted(TRANSPORT_KEYS) if getattr(self, key) is not None)
+        return next(key for key in self._transport_keys() if getattr(self, key) is not None)
+
+    def _transport_keys(self) -> list[str]:
+        plugin = getattr(self, "_plugin_key", None)
+        return sorted(TRANSPORT_KEYS) + ([plugin] if plugin else [])
 
     def __repr__(self) -> str:
         return f"<XSpec {self._spec!r}>"
@@ -135,3 +143,10 @@ class XSpec:
         if isinstance(other, XSpec):
             return self._spec == other._spec
         return NotImplemented
+
+
+def _is_plugin_transport(key: str) -> bool:
+    """Whether an installed plug-in provides a transport named ``key``."""
+    from .transports import plugin_transports  # late: transports import this module
+
+    return key in plugin_transports()

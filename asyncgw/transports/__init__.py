@@ -1,9 +1,16 @@
 """Transports: how a gateway reaches its interpreter. One module each.
 
 ``FACTORIES`` maps a spec's transport key to the coroutine that opens it.
+Third parties add transports through the ``asyncgw.transports`` entry-point
+group: the entry point's name is the spec key, its object a
+:class:`TransportFactory`. Entry points are read on first need only, so
+importing asyncgw stays cheap.
 """
 
 from __future__ import annotations
+
+import functools
+from importlib.metadata import EntryPoint, entry_points
 
 from .._errors import SpecError
 from .._spec import XSpec
@@ -11,7 +18,15 @@ from ._base import StreamSink, Transport, TransportFactory
 from .cmd import open_cmd
 from .popen import open_popen
 
-__all__ = ["FACTORIES", "StreamSink", "Transport", "TransportFactory", "factory_for"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "FACTORIES",
+    "StreamSink",
+    "Transport",
+    "TransportFactory",
+    "factory_for",
+    "plugin_transports",
+]
 
 FACTORIES: dict[str, TransportFactory] = {
     "popen": open_popen,
@@ -22,16 +37,37 @@ FACTORIES: dict[str, TransportFactory] = {
 }
 
 
+ENTRY_POINT_GROUP = "asyncgw.transports"
+
+
+@functools.cache
+def plugin_transports() -> dict[str, EntryPoint]:
+    """Installed third-party transports by spec key (built-ins win a clash)."""
+    return {
+        entry.name: entry
+        for entry in entry_points(group=ENTRY_POINT_GROUP)
+        if entry.name not in FACTORIES
+    }
+
+
 def factory_for(spec: XSpec) -> TransportFactory:
     """The factory for ``spec``'s transport.
 
-    :raises SpecError: if no transport of that name is available.
+    :raises SpecError: if no transport of that name is available, or a
+        plug-in's entry point cannot be loaded.
     """
     key = spec.transport
-    try:
+    if key in FACTORIES:
         return FACTORIES[key]
-    except KeyError:
+    entry = plugin_transports().get(key)
+    if entry is None:
         raise SpecError(
             f"transport {key!r} of spec {str(spec)!r} is not available "
-            f"(available: {sorted(FACTORIES)})"
-        ) from None
+            f"(available: {sorted([*FACTORIES, *plugin_transports()])})"
+        )
+    try:
+        factory: TransportFactory = entry.load()
+    except Exception as exc:
+        message = f"transport plug-in {entry.value!r} for {key!r} failed to load: {exc}"
+        raise SpecError(message) from exc
+    return factory
