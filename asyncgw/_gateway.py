@@ -207,6 +207,10 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
                 f"gateway {gateway.id!r} ({spec}) did not start within {timeout}s"
             ) from None
         if isinstance(exc, GatewayError):
-            raise BootstrapError(f"{spec} did not start: {exc}", gateway.id) from None
+            message = f"{spec} did not start: {exc}"
+            diagnosis = transport.diagnosis()  # the process is gone now: complete
+            if diagnosis and diagnosis not in message:
+                message = f"{message} ({diagnosis})"
+            raise BootstrapError(message, gateway.id) from None
         raise
     return gateway
