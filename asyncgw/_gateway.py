@@ -20,7 +20,7 @@ from ._code import call_request, exec_request
 from ._errors import BootstrapError, GatewayError, TimeoutError
 from ._router import Router
 from ._wire import EXEC, REQUEST, TERMINATE, dumps
-from .transports import factory_for
+from .transports import OpenContext, factory_for
 
 if TYPE_CHECKING:
     from ._group import Group
@@ -194,7 +194,8 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
         "dont_write_bytecode": bool(spec.dont_write_bytecode),
     }
     timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-    transport = await factory(spec, gateway._router, bootstrap_payload(config))
+    context = OpenContext(group=group)
+    transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
     gateway._transport = gateway._router.transport = transport
     try:
         async with asyncio.timeout(timeout):

@@ -7,6 +7,7 @@ An id is reserved from the moment a gateway starts opening, so concurrent
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any
@@ -106,8 +107,9 @@ class Group:
     async def makegateways(self, specs: Iterable[SpecLike]) -> list[Gateway]:
         """Start gateways for all ``specs`` concurrently; all or nothing: if
         one fails, the others are killed and the first error is raised.
-        Members join the group in the order of ``specs``. Cancelling kills
-        every gateway started so far."""
+        Members join the group in the order of ``specs``, except that a
+        gateway named by a ``via=`` key joins (and starts) before those that
+        go through it. Cancelling kills every gateway started so far."""
         reserved: list[XSpec] = []
         try:
             for spec in specs:
@@ -123,12 +125,14 @@ class Group:
             return gateway
 
         try:
-            gateways = await run_all(make(spec) for spec in reserved)
+            for wave in _proxies_first(reserved):  # a via gateway needs its proxy in
+                self._gateways.extend(await run_all(make(spec) for spec in wave))
         except BaseException:
+            self._reserved.difference_update(str(spec.id) for spec in reserved)
             await run_all(gateway.kill() for gateway in started)
             raise
-        self._gateways.extend(gateways)
-        return gateways
+        order = [spec.id for spec in reserved]
+        return sorted(started, key=lambda gateway: order.index(gateway.id))
 
     def _reserve(self, spec: SpecLike | None) -> XSpec:
         """Parse ``spec``, give it an id, and hold that id until it opens."""
@@ -163,11 +167,40 @@ class Group:
 
         Cancelling kills the remaining interpreters at once, then re-raises.
         """
-        await run_all(gateway.exit(timeout) for gateway in list(self._gateways))
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        for wave in _proxies_last(list(self._gateways)):
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            await run_all(gateway.exit(left) for gateway in wave)
 
     def _remove(self, gateway: Gateway) -> None:
         if gateway in self._gateways:
             self._gateways.remove(gateway)
+
+
+def _proxies_last(gateways: list[Gateway]) -> list[list[Gateway]]:
+    """Waves of gateways to end in turn: none is a proxy (``via=``) of a
+    gateway in the same or a later wave, so traffic is never cut under a
+    gateway that is still exiting."""
+    waves = []
+    while gateways:
+        proxies = {gw.spec.via for gw in gateways if gw.spec.via}
+        wave = [gw for gw in gateways if gw.id not in proxies] or gateways
+        waves.append(wave)
+        gateways = [gw for gw in gateways if gw not in wave]
+    return waves
+
+
+def _proxies_first(specs: list[XSpec]) -> list[list[XSpec]]:
+    """Waves of specs to start in turn: each ``via=`` target comes first."""
+    waves = []
+    pending = list(specs)
+    while pending:
+        ids = {spec.id for spec in pending}
+        wave = [spec for spec in pending if spec.via not in ids] or pending
+        waves.append(wave)
+        pending = [spec for spec in pending if spec not in wave]
+    return waves
 
 
 #: The group of gateways made by the module-level :func:`makegateway`.

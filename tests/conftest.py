@@ -16,13 +16,18 @@ import asyncgw
 #: every transport-independent test also runs against it.
 PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
 
-#: Spec of each transport the transport-independent tests run over.
-TRANSPORT_SPECS = {
-    "popen": "popen",
-    "cmd": f"cmd=env ASYNCGW_TEST_TRANSPORT=cmd {sys.executable}",
+#: Specs of each transport the transport-independent tests run over: the
+#: last one is the gateway under test, the ones before it what it needs
+#: (the proxies of a via gateway).
+TRANSPORT_SPECS: dict[str, list[str]] = {
+    "popen": ["popen"],
+    "cmd": [f"cmd=env ASYNCGW_TEST_TRANSPORT=cmd {sys.executable}"],
+    "via": ["popen//id=proxy", "via=proxy"],
+    "via-via": ["popen//id=proxy", "via=proxy//id=inner", "via=inner"],
 }
 if os.path.exists(PYTHON39):
-    TRANSPORT_SPECS["popen-py3.9"] = f"popen//python={PYTHON39}"
+    TRANSPORT_SPECS["popen-py3.9"] = [f"popen//python={PYTHON39}"]
+    TRANSPORT_SPECS["via-py3.9"] = ["popen//id=proxy", f"via=proxy//python={PYTHON39}"]
 
 
 @pytest.fixture
@@ -31,7 +36,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(params=sorted(TRANSPORT_SPECS))
-def transport_spec(request: pytest.FixtureRequest) -> str:
+def transport_specs(request: pytest.FixtureRequest) -> list[str]:
     return TRANSPORT_SPECS[request.param]
 
 
@@ -42,8 +47,10 @@ async def group() -> AsyncIterator[asyncgw.Group]:
 
 
 @pytest.fixture
-async def gateway(group: asyncgw.Group, transport_spec: str) -> asyncgw.Gateway:
-    return await group.makegateway(transport_spec)
+async def gateway(group: asyncgw.Group, transport_specs: list[str]) -> asyncgw.Gateway:
+    for spec in transport_specs[:-1]:
+        await group.makegateway(spec)
+    return await group.makegateway(transport_specs[-1])
 
 
 @pytest.fixture(autouse=True)

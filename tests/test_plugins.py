@@ -20,7 +20,7 @@ from asyncgw.transports.popen import popen_argv, start_process
 
 opened = []
 
-async def open_counted(spec, sink, bootstrap):
+async def open_counted(spec, sink, bootstrap, context):
     opened.append(spec.counted)
     return await start_process(popen_argv(spec), spec, sink, bootstrap)
 '''

@@ -42,13 +42,6 @@ def _gone(pids: list[int]) -> bool:
     ]  # fmt: skip
 
 
-async def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not _gone(pids):
-        assert time.monotonic() < deadline, f"processes {pids} still alive"
-        await asyncio.sleep(0.02)
-
-
 async def test_terminate_kills_code_that_ignores_signals() -> None:
     group = asyncgw.Group()
     gws = await group.makegateways(["popen//execmodel=main_thread_only"] * 2)

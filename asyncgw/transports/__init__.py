@@ -14,13 +14,15 @@ from importlib.metadata import EntryPoint, entry_points
 
 from .._errors import SpecError
 from .._spec import XSpec
-from ._base import StreamSink, Transport, TransportFactory
+from ._base import OpenContext, StreamSink, Transport, TransportFactory
 from .cmd import open_cmd
 from .popen import open_popen
+from .via import open_via
 
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FACTORIES",
+    "OpenContext",
     "StreamSink",
     "Transport",
     "TransportFactory",
@@ -34,6 +36,7 @@ FACTORIES: dict[str, TransportFactory] = {
     "docker": open_cmd,
     "kubectl": open_cmd,
     "sudo": open_cmd,
+    "via": open_via,
 }
 
 

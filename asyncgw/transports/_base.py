@@ -10,12 +10,22 @@ channel that waits for it in the same loop iteration it arrived in.
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from .._group import Group
     from .._spec import XSpec
 
-__all__ = ["StreamSink", "Transport", "TransportFactory"]
+__all__ = ["OpenContext", "StreamSink", "Transport", "TransportFactory"]
+
+
+@dataclass(frozen=True)
+class OpenContext:
+    """What a transport may need besides its spec."""
+
+    #: The group the new gateway joins (a ``via=`` spec names a member).
+    group: Group | None = None
 
 
 class StreamSink(Protocol):
@@ -69,4 +79,6 @@ class TransportFactory(Protocol):
     :raises HostNotFound: if the interpreter or host cannot be reached.
     """
 
-    async def __call__(self, spec: XSpec, sink: StreamSink, bootstrap: bytes) -> Transport: ...
+    async def __call__(
+        self, spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
+    ) -> Transport: ...

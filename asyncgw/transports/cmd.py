@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from .._bootstrap import python_argv
 from .._errors import SpecError
-from ._base import StreamSink
+from ._base import OpenContext, StreamSink
 from .popen import PopenTransport, start_process
 
 if TYPE_CHECKING:
@@ -57,7 +57,9 @@ def cmd_argv(spec: XSpec) -> list[str]:
     return python_argv([*prefix, *python])
 
 
-async def open_cmd(spec: XSpec, sink: StreamSink, bootstrap: bytes) -> PopenTransport:
+async def open_cmd(
+    spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
+) -> PopenTransport:
     """Run the command of ``spec`` and send its Python the bootstrap.
 
     :raises HostNotFound: if the command cannot be executed.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, cast
 
 from .._bootstrap import python_argv
 from .._errors import HostNotFound
-from ._base import StreamSink, Transport
+from ._base import OpenContext, StreamSink, Transport
 
 if TYPE_CHECKING:
     from .._spec import XSpec
@@ -150,7 +150,9 @@ def popen_argv(spec: XSpec) -> list[str]:
     return python_argv(shlex.split(spec.python) if spec.python else [sys.executable])
 
 
-async def open_popen(spec: XSpec, sink: StreamSink, bootstrap: bytes) -> PopenTransport:
+async def open_popen(
+    spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
+) -> PopenTransport:
     """Start ``spec``'s interpreter as a child and send it ``bootstrap``.
 
     :raises HostNotFound: if the interpreter cannot be executed.
