@@ -22,9 +22,9 @@ __all__ = ["OpenContext", "StreamSink", "Transport", "TransportFactory"]
 
 @dataclass(frozen=True)
 class OpenContext:
-    """What a transport may need besides its spec."""
+    """What a transport may need besides its spec: ``group``, the group the
+    new gateway joins (a ``via=`` spec names one of its members)."""
 
-    #: The group the new gateway joins (a ``via=`` spec names a member).
     group: Group | None = None
 
 
