@@ -22,3 +22,5 @@ autodoc_typehints = "description"
 nitpicky = False
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
+# asyncgw.Group and asyncgw.sync.Group share a name on purpose (execnet names).
+suppress_warnings = ["ref.python"]
