@@ -9,6 +9,7 @@ from __future__ import annotations
 from ._channel import NO_ENDMARKER, Channel, MultiChannel
 from ._errors import (
     AsyncgwError,
+    AuthenticationError,
     BootstrapError,
     ChannelClosed,
     ChannelError,
@@ -16,6 +17,7 @@ from ._errors import (
     DumpError,
     GatewayError,
     GatewayLost,
+    HostKeyError,
     HostNotFound,
     LoadError,
     ProtocolError,
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "NO_ENDMARKER",
     "AsyncgwError",
+    "AuthenticationError",
     "BootstrapError",
     "Channel",
     "ChannelClosed",
@@ -43,6 +46,7 @@ __all__ = [
     "GatewayError",
     "GatewayLost",
     "Group",
+    "HostKeyError",
     "HostNotFound",
     "LoadError",
     "MultiChannel",

@@ -3,6 +3,8 @@
     AsyncgwError
      ├─ GatewayError          could not start, or lost
      │   ├─ HostNotFound
+     │   ├─ AuthenticationError
+     │   ├─ HostKeyError
      │   ├─ BootstrapError
      │   └─ GatewayLost
      ├─ ChannelError
@@ -28,6 +30,7 @@ from ._wire import AsyncgwError, DataFormatError, DumpError, LoadError, Protocol
 
 __all__ = [
     "AsyncgwError",
+    "AuthenticationError",
     "BootstrapError",
     "ChannelClosed",
     "ChannelError",
@@ -35,6 +38,7 @@ __all__ = [
     "DumpError",
     "GatewayError",
     "GatewayLost",
+    "HostKeyError",
     "HostNotFound",
     "LoadError",
     "ProtocolError",
@@ -58,6 +62,15 @@ class GatewayError(AsyncgwError):
 class HostNotFound(GatewayError):
     """Raised by ``makegateway`` when the host or interpreter cannot be reached
     (for popen: the ``python=`` executable does not exist)."""
+
+
+class AuthenticationError(GatewayError):
+    """Raised by ``makegateway`` when a host refused our credentials."""
+
+
+class HostKeyError(GatewayError):
+    """Raised by ``makegateway`` when a host's key could not be verified
+    against the known hosts (unknown, or changed)."""
 
 
 class BootstrapError(GatewayError):

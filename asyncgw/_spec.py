@@ -27,6 +27,9 @@ OPTION_KEYS = {
     "dont_write_bytecode",
     "execmodel",
     "ssh_config",
+    "ssh_identity",
+    "ssh_known_hosts",
+    "ssh_jump",
     "installvia",
     "connect_timeout",
 }
@@ -59,6 +62,9 @@ class XSpec:
     dont_write_bytecode: bool | None = None
     execmodel: str | None = None
     ssh_config: str | None = None
+    ssh_identity: str | None = None
+    ssh_known_hosts: str | None = None
+    ssh_jump: str | None = None
     installvia: str | None = None
     connect_timeout: str | None = None
 

@@ -3,6 +3,7 @@ that no test leaves a child process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -11,6 +12,8 @@ import psutil
 import pytest
 
 import asyncgw
+
+from .sshserver import Keys, ssh_server
 
 #: The oldest interpreter the worker supports, when this machine has it:
 #: every transport-independent test also runs against it.
@@ -24,6 +27,9 @@ TRANSPORT_SPECS: dict[str, list[str]] = {
     "cmd": [f"cmd=env ASYNCGW_TEST_TRANSPORT=cmd {sys.executable}"],
     "via": ["popen//id=proxy", "via=proxy"],
     "via-via": ["popen//id=proxy", "via=proxy//id=inner", "via=inner"],
+    # {ssh}: the address and options of an in-process asyncssh server
+    "ssh": [f"{{ssh}}//python={sys.executable}"],
+    "ssh-via": [f"{{ssh}}//id=head//python={sys.executable}", "via=head"],
 }
 if os.path.exists(PYTHON39):
     TRANSPORT_SPECS["popen-py3.9"] = [f"popen//python={PYTHON39}"]
@@ -46,11 +52,33 @@ async def group() -> AsyncIterator[asyncgw.Group]:
         yield group
 
 
+@pytest.fixture(scope="session")
+def ssh_keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return Keys.generate(tmp_path_factory.mktemp("ssh-keys"))
+
+
+def ssh_address(keys: Keys, port: int) -> str:
+    """``ssh=...`` for an in-process server on ``port``, host key verified."""
+    return (
+        f"ssh=127.0.0.1:{port}//ssh_identity={keys.user_key_path}"
+        f"//ssh_known_hosts={keys.known_hosts(port)}"
+    )
+
+
 @pytest.fixture
-async def gateway(group: asyncgw.Group, transport_specs: list[str]) -> asyncgw.Gateway:
-    for spec in transport_specs[:-1]:
-        await group.makegateway(spec)
-    return await group.makegateway(transport_specs[-1])
+async def gateway(
+    group: asyncgw.Group, transport_specs: list[str], ssh_keys: Keys
+) -> AsyncIterator[asyncgw.Gateway]:
+    async with contextlib.AsyncExitStack() as stack:
+        if any("{ssh}" in spec for spec in transport_specs):
+            port, _ = await stack.enter_async_context(ssh_server(ssh_keys))
+            transport_specs = [
+                spec.replace("{ssh}", ssh_address(ssh_keys, port)) for spec in transport_specs
+            ]
+        for spec in transport_specs[:-1]:
+            await group.makegateway(spec)
+        yield await group.makegateway(transport_specs[-1])
+        await group.terminate(timeout=2.0)  # while the server is still up
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,8 @@ def test_error_tree() -> None:
     tree = {
         asyncgw.GatewayError: asyncgw.AsyncgwError,
         asyncgw.HostNotFound: asyncgw.GatewayError,
+        asyncgw.AuthenticationError: asyncgw.GatewayError,
+        asyncgw.HostKeyError: asyncgw.GatewayError,
         asyncgw.BootstrapError: asyncgw.GatewayError,
         asyncgw.GatewayLost: asyncgw.GatewayError,
         asyncgw.ChannelError: asyncgw.AsyncgwError,

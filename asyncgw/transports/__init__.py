@@ -30,6 +30,17 @@ __all__ = [
     "plugin_transports",
 ]
 
+
+async def open_ssh(
+    spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
+) -> Transport:
+    """The ssh transport, imported on first use: asyncssh (and cryptography)
+    would otherwise cost every ``import asyncgw`` a good part of a second."""
+    from .ssh import open_ssh
+
+    return await open_ssh(spec, sink, bootstrap, context)
+
+
 FACTORIES: dict[str, TransportFactory] = {
     "popen": open_popen,
     "cmd": open_cmd,
@@ -37,6 +48,7 @@ FACTORIES: dict[str, TransportFactory] = {
     "kubectl": open_cmd,
     "sudo": open_cmd,
     "via": open_via,
+    "ssh": open_ssh,
 }
 
 
