@@ -3,6 +3,7 @@ that no test leaves a child process behind."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sys
@@ -79,6 +80,19 @@ async def gateway(
             await group.makegateway(spec)
         yield await group.makegateway(transport_specs[-1])
         await group.terminate(timeout=2.0)  # while the server is still up
+
+
+async def wait_gone(pids: list[int | None], timeout: float = 10.0) -> None:
+    """Wait until none of ``pids`` runs (zombies count as gone); fail after
+    ``timeout`` seconds. The processes need not be our children."""
+    processes = []
+    for pid in pids:
+        assert pid is not None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            processes.append(psutil.Process(pid))
+    _, alive = await asyncio.to_thread(psutil.wait_procs, processes, timeout)
+    alive = [proc for proc in alive if proc.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"still running: {[proc.pid for proc in alive]}"
 
 
 @pytest.fixture(autouse=True)

@@ -33,8 +33,15 @@ class Keys:
         user_key.write_private_key(str(user_key_path))
         user_key.write_public_key(str(directory / "id_user.pub"))
         host_key.write_private_key(str(directory / "host_key"))
+        for private in (user_key_path, directory / "host_key"):
+            private.chmod(0o600)  # sshd and ssh refuse keys others can read
         host_key.write_public_key(str(directory / "host_key.pub"))
         return cls(directory, host_key, user_key_path)
+
+    @staticmethod
+    def generate_public() -> str:
+        """A public key nobody holds, for known_hosts that must not match."""
+        return asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
 
     def known_hosts(self, port: int, name: str = "known_hosts") -> Path:
         path = self.directory / f"{name}-{port}"

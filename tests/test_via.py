@@ -12,16 +12,9 @@ import pytest
 
 import asyncgw
 
+from .conftest import wait_gone
+
 pytestmark = pytest.mark.anyio
-
-
-async def _wait_gone(pid: int) -> None:
-    try:
-        process = psutil.Process(pid)
-    except psutil.NoSuchProcess:
-        return
-    _, alive = await asyncio.to_thread(psutil.wait_procs, [process], 10)
-    assert not [proc for proc in alive if proc.status() != psutil.STATUS_ZOMBIE], pid
 
 
 async def test_makegateways_starts_proxies_first() -> None:
@@ -64,7 +57,7 @@ async def test_killed_proxy_fails_its_via_gateways_at_once(group: asyncgw.Group)
     with pytest.raises(asyncgw.GatewayLost, match="relay through gateway 'head'"):
         async with asyncio.timeout(10):
             await waiting
-    await _wait_gone(leaf.remote_pid)  # its stdin closed with the proxy: it exited
+    await wait_gone([leaf.remote_pid])  # its stdin closed with the proxy: it exited
     with pytest.raises(asyncgw.GatewayLost):
         leaf.remote_exec("pass")
 
@@ -81,7 +74,7 @@ async def test_killing_a_via_gateway_leaves_the_proxy(group: asyncgw.Group) -> N
     assert await channel.receive() == "ready"
     assert leaf.remote_pid is not None
     await leaf.exit(timeout=0.3)  # ignores SIGTERM: killed through the proxy
-    await _wait_gone(leaf.remote_pid)
+    await wait_gone([leaf.remote_pid])
     assert head.is_alive
     assert await head.remote_exec("channel.send(1)").receive() == 1
 

@@ -1,0 +1,155 @@
+"""End to end against a real OpenSSH sshd on a loopback port, with default
+MaxSessions and MaxStartups. The session starts its own server with
+generated host and user keys; without sshd these tests skip, except where
+``ASYNCGW_REQUIRE_SSHD`` is set (CI), where they fail instead."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import asyncgw
+
+from .conftest import wait_gone
+from .sshserver import Keys
+
+pytestmark = pytest.mark.anyio
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+@dataclass
+class Sshd:
+    port: int
+    keys: Keys
+    log: Path
+
+    def spec(self, extra: str = "") -> str:
+        return (
+            f"ssh=root@127.0.0.1:{self.port}//ssh_identity={self.keys.user_key_path}"
+            f"//ssh_known_hosts={self.keys.known_hosts(self.port, 'sshd-known')}"
+            f"//python={sys.executable}{extra}"
+        )
+
+    def accepted(self) -> int:
+        """Connections the server has authenticated so far."""
+        return self.log.read_text().count("Accepted publickey")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def sshd(ssh_keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if not os.path.exists(SSHD):
+        if os.environ.get("ASYNCGW_REQUIRE_SSHD"):
+            pytest.fail(f"sshd is required here but {SSHD} does not exist")
+        pytest.skip("OpenSSH sshd is not installed")
+    directory = tmp_path_factory.mktemp("sshd")
+    authorized = directory / "authorized_keys"
+    authorized.write_text((ssh_keys.directory / "id_user.pub").read_text())
+    port = _free_port()
+    config = directory / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\n"
+        f"HostKey {ssh_keys.directory / 'host_key'}\nPidFile {directory / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {authorized}\n"
+        "PubkeyAuthentication yes\nPasswordAuthentication no\n"
+        "KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\n"
+        "UsePAM no\nLogLevel VERBOSE\n"
+    )
+    os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
+    log = directory / "sshd.log"
+    with log.open("w") as log_file:
+        server = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(config)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"sshd did not start:\n{log.read_text()}")
+                time.sleep(0.05)
+        yield Sshd(port, ssh_keys, log)
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+async def test_eight_gateways_share_one_connection(sshd: Sshd) -> None:
+    before = sshd.accepted()
+    async with asyncgw.Group() as group:
+        await group.makegateways([sshd.spec()] * 8)
+        pids = await group.remote_exec("import os; channel.send(os.getpid())").receive_each()
+        assert len(set(pids)) == 8
+        assert sshd.accepted() - before == 1
+        channel = group[3].remote_exec("channel.send(channel.receive() * 2)")
+        await channel.send(21)
+        assert await channel.receive() == 42
+    await wait_gone(pids)  # terminated workers leave the server side too
+
+
+async def test_past_max_sessions_another_connection_opens(sshd: Sshd) -> None:
+    before = sshd.accepted()
+    async with asyncgw.Group() as group:
+        await group.makegateways([sshd.spec()] * 12)  # sshd's MaxSessions is 10
+        values = await group.remote_exec("channel.send(1)").receive_each()
+        assert values == [1] * 12
+        assert sshd.accepted() - before == 2
+
+
+async def test_wrong_host_key_is_refused(sshd: Sshd) -> None:
+    wrong = sshd.keys.directory / "sshd-wrong-known"
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {Keys.generate_public()}\n")
+    spec = sshd.spec().replace(str(sshd.keys.known_hosts(sshd.port, "sshd-known")), str(wrong))
+    async with asyncgw.Group() as group:
+        with pytest.raises(asyncgw.HostKeyError):
+            await group.makegateway(spec)
+
+
+async def test_unreachable_port_errors_within_the_timeout(sshd: Sshd) -> None:
+    spec = sshd.spec("//connect_timeout=3").replace(f":{sshd.port}/", f":{_free_port()}/")
+    async with asyncgw.Group() as group:
+        started = time.monotonic()
+        with pytest.raises(asyncgw.HostNotFound):
+            await group.makegateway(spec)
+        assert time.monotonic() - started < 3 + 3
+
+
+async def test_stubborn_remote_code_is_ended_by_terminate(sshd: Sshd) -> None:
+    group = asyncgw.Group()
+    gw = await group.makegateway(sshd.spec("//execmodel=main_thread_only"))
+    channel = gw.remote_exec(
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "channel.send('ready')\n"
+        "time.sleep(1000)\n"
+    )
+    assert await channel.receive() == "ready"
+    started = time.monotonic()
+    await group.terminate(timeout=0.5)  # no signals over ssh: the session closes
+    assert time.monotonic() - started < 0.5 + 6
+    await wait_gone([gw.remote_pid])
