@@ -14,24 +14,13 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from .server import LOADER
+
 __all__ = ["LOADER", "bootstrap_payload", "python_argv"]
 
 _PACKAGE = "_asyncgw_remote"
 
-#: Runs under ``python -c``: read ``<10-digit length><source>``, run it.
-LOADER = (
-    "import os\n"
-    "def _r(n):\n"
-    "    b = b''\n"
-    "    while len(b) < n:\n"
-    "        c = os.read(0, n - len(b))\n"
-    "        if not c:\n"
-    "            raise SystemExit('asyncgw: bootstrap input ended early')\n"
-    "        b += c\n"
-    "    return b\n"
-    "exec(compile(_r(int(_r(10))), '<asyncgw bootstrap>', 'exec'))\n"
-)
-
+# The loader lives with the socket server, which must stand alone.
 _STAGE2 = """\
 import sys
 def _install(name, source):

@@ -8,12 +8,14 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
 
 import asyncgw
 
+from .socketserver import socket_server
 from .sshserver import Keys, ssh_server
 
 #: The oldest interpreter the worker supports, when this machine has it:
@@ -31,6 +33,8 @@ TRANSPORT_SPECS: dict[str, list[str]] = {
     # {ssh}: the address and options of an in-process asyncssh server
     "ssh": [f"{{ssh}}//python={sys.executable}"],
     "ssh-via": [f"{{ssh}}//id=head//python={sys.executable}", "via=head"],
+    # {socket}: the address and secret of a fresh asyncgw socket server
+    "socket": ["{socket}"],
 }
 if os.path.exists(PYTHON39):
     TRANSPORT_SPECS["popen-py3.9"] = [f"popen//python={PYTHON39}"]
@@ -68,7 +72,7 @@ def ssh_address(keys: Keys, port: int) -> str:
 
 @pytest.fixture
 async def gateway(
-    group: asyncgw.Group, transport_specs: list[str], ssh_keys: Keys
+    group: asyncgw.Group, transport_specs: list[str], ssh_keys: Keys, tmp_path: Path
 ) -> AsyncIterator[asyncgw.Gateway]:
     async with contextlib.AsyncExitStack() as stack:
         if any("{ssh}" in spec for spec in transport_specs):
@@ -76,6 +80,9 @@ async def gateway(
             transport_specs = [
                 spec.replace("{ssh}", ssh_address(ssh_keys, port)) for spec in transport_specs
             ]
+        if any("{socket}" in spec for spec in transport_specs):
+            server = stack.enter_context(socket_server(tmp_path))
+            transport_specs = [spec.replace("{socket}", server.spec()) for spec in transport_specs]
         for spec in transport_specs[:-1]:
             await group.makegateway(spec)
         yield await group.makegateway(transport_specs[-1])

@@ -17,6 +17,7 @@ from .._spec import XSpec
 from ._base import OpenContext, StreamSink, Transport, TransportFactory
 from .cmd import open_cmd
 from .popen import open_popen
+from .socket import open_socket
 from .via import open_via
 
 __all__ = [
@@ -49,6 +50,7 @@ FACTORIES: dict[str, TransportFactory] = {
     "sudo": open_cmd,
     "via": open_via,
     "ssh": open_ssh,
+    "socket": open_socket,
 }
 
 

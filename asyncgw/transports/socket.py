@@ -1,0 +1,151 @@
+"""socket: a worker served by an asyncgw socket server (``asyncgw.server``).
+
+``socket=host:port`` connects, answers the server's challenge with the
+shared secret (``socket_secret_file=PATH``, else ``ASYNCGW_SECRET`` in our
+environment) and, once admitted, speaks to a fresh worker over the same
+TCP stream. Killing closes the connection; the worker exits at end of
+input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING
+
+from .._errors import AuthenticationError, HostNotFound, SpecError
+from ..server import CHALLENGE, answer
+from ._base import OpenContext, StreamSink, Transport
+
+if TYPE_CHECKING:
+    from .._spec import XSpec
+
+__all__ = ["SocketTransport", "open_socket"]
+
+
+class _Protocol(asyncio.Protocol):
+    """Handshake lines first, then every byte to the sink."""
+
+    def __init__(self, sink: StreamSink, secret: bytes) -> None:
+        self.sink = sink
+        self.secret = secret
+        self.buffer = b""
+        self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.admitted.done():
+            self.sink.data_received(data)
+            return
+        self.buffer += data
+        while b"\n" in self.buffer and not self.admitted.done():
+            line, _, self.buffer = self.buffer.partition(b"\n")
+            self._handshake(line.strip())
+        if self.admitted.done() and self.buffer:
+            rest, self.buffer = self.buffer, b""
+            self.sink.data_received(rest)
+
+    def _handshake(self, line: bytes) -> None:
+        assert self.transport is not None
+        if line.startswith(CHALLENGE.strip()):
+            nonce = line[len(CHALLENGE) :].decode("ascii", "replace")
+            try:
+                self.transport.write(answer(self.secret, nonce).encode() + b"\n")
+            except ValueError:
+                self.admitted.set_exception(HostNotFound(f"bad challenge {line[:80]!r}"))
+        elif line == b"OK":
+            self.admitted.set_result(None)
+        elif line == b"DENIED":
+            self.admitted.set_exception(AuthenticationError("the server refused our secret"))
+        else:
+            self.admitted.set_exception(
+                HostNotFound(f"not an asyncgw socket server: it said {line[:80]!r}")
+            )
+
+    def pause_writing(self) -> None:
+        self.sink.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.sink.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.admitted.done():
+            self.admitted.set_exception(HostNotFound("the server closed the connection"))
+        self.sink.connection_lost("the socket connection closed")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class SocketTransport(Transport):
+    def __init__(self, address: str, transport: asyncio.Transport, protocol: _Protocol) -> None:
+        self._address = address
+        self._transport = transport
+        self._protocol = protocol
+
+    def write(self, data: bytes) -> None:
+        self._transport.write(data)
+
+    def close_input(self) -> None:
+        if self._transport.can_write_eof() and not self._transport.is_closing():
+            self._transport.write_eof()
+
+    def diagnosis(self) -> str:
+        return f"socket {self._address}"
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._protocol.closed)
+
+    async def kill(self) -> None:
+        self._transport.abort()
+        await asyncio.shield(self._protocol.closed)
+
+
+def _secret(spec: XSpec) -> bytes:
+    if spec.socket_secret_file:
+        with open(os.path.expanduser(spec.socket_secret_file), "rb") as stream:
+            return stream.read().strip()
+    secret = os.environ.get("ASYNCGW_SECRET")
+    if not secret:
+        raise SpecError(
+            f"spec {str(spec)!r} needs a secret: key 'socket_secret_file', "
+            "or ASYNCGW_SECRET in the environment"
+        )
+    return secret.encode()
+
+
+async def open_socket(
+    spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
+) -> SocketTransport:
+    """Connect to the server at ``spec.socket``, authenticate, send the bootstrap.
+
+    :raises HostNotFound: if nothing (or no asyncgw server) answers there.
+    :raises AuthenticationError: if the server refused our secret.
+    """
+    assert spec.socket is not None
+    host, _, port = spec.socket.rpartition(":")
+    if not host or not port.isdigit():
+        raise SpecError(f"key 'socket' wants host:port, not {spec.socket!r}")
+    secret = _secret(spec)
+    timeout = float(spec.connect_timeout or 30.0)
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            transport, protocol = await loop.create_connection(
+                lambda: _Protocol(sink, secret), host.strip("[]"), int(port)
+            )
+    except (OSError, TimeoutError) as exc:
+        raise HostNotFound(f"cannot connect to {spec.socket}: {exc or 'timed out'}") from None
+    try:
+        async with asyncio.timeout(timeout):
+            await protocol.admitted
+    except BaseException:
+        transport.abort()
+        raise
+    socket_transport = SocketTransport(spec.socket, transport, protocol)
+    socket_transport.write(bootstrap)
+    return socket_transport

@@ -1,0 +1,97 @@
+"""The socket server admits only clients that prove the secret, before
+anything runs; it listens on loopback unless told otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+import asyncgw
+from asyncgw import _bootstrap, _wire
+
+from .socketserver import SECRET, socket_server
+
+pytestmark = pytest.mark.anyio
+
+
+def _workers(server: subprocess.Popen[str]) -> list[psutil.Process]:
+    return psutil.Process(server.pid).children(recursive=True)
+
+
+async def test_wrong_secret_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-secret-at-all")
+    with socket_server(tmp_path) as server:
+        async with asyncgw.Group() as group:
+            with pytest.raises(asyncgw.AuthenticationError, match="refused our secret"):
+                await group.makegateway(f"socket={server.address}//socket_secret_file={wrong}")
+            assert _workers(server.process) == []
+            gw = await group.makegateway(server.spec())
+            assert await gw.remote_exec("channel.send(1)").receive() == 1
+            assert len(_workers(server.process)) == 1
+
+
+def test_unauthenticated_client_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "executed"
+    source = f"open({str(marker)!r}, 'w').write('ran')"
+    exec_frame = _wire.encode_frame(_wire.EXEC, 1, _wire.dumps((source, None, None, False)))
+    with socket_server(tmp_path) as server:
+        host, port = server.address.rsplit(":", 1)
+        for attempt in [b"", b"garbage\n", b"0" * 64 + b"\n"]:
+            with socket.create_connection((host, int(port)), timeout=10) as conn:
+                assert conn.recv(100).startswith(b"ASYNCGW-AUTH1 ")
+                # Skip or botch the answer and push a worker bootstrap regardless.
+                received = b""
+                with contextlib.suppress(ConnectionError):
+                    conn.sendall(attempt + _bootstrap.bootstrap_payload({}) + exec_frame)
+                    while chunk := conn.recv(100):  # until the server closes on us
+                        received += chunk
+                assert b"OK" not in received
+        assert _workers(server.process) == []
+    assert not marker.exists()
+
+
+def test_secret_stays_out_of_listings_and_logs(tmp_path: Path) -> None:
+    with socket_server(tmp_path) as server:
+        cmdline = " ".join(psutil.Process(server.process.pid).cmdline())
+        assert SECRET not in cmdline
+        conn = socket.create_connection(tuple(server.address.rsplit(":", 1)), timeout=10)  # type: ignore[arg-type]
+        conn.close()
+        listening = psutil.Process(server.process.pid).net_connections(kind="inet")
+        assert {c.laddr.ip for c in listening if c.status == psutil.CONN_LISTEN} == {"127.0.0.1"}
+    _, log = server.process.communicate()
+    assert SECRET not in log
+
+
+def test_server_refuses_to_start_without_a_secret() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "ASYNCGW_SECRET"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "asyncgw", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert "secret of at least 16 bytes is required" in proc.stderr
+
+
+async def test_secret_from_the_environment_and_bad_addresses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket_server(tmp_path) as server:
+        async with asyncgw.Group() as group:
+            with pytest.raises(asyncgw.SpecError, match="needs a secret"):
+                await group.makegateway(f"socket={server.address}")
+            monkeypatch.setenv("ASYNCGW_SECRET", SECRET)
+            gw = await group.makegateway(f"socket={server.address}")
+            assert await gw.remote_exec("channel.send(2)").receive() == 2
+            with pytest.raises(asyncgw.SpecError, match="host:port"):
+                await group.makegateway("socket=nowhere")
