@@ -64,6 +64,10 @@ class _Server(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.stats.connections += 1
 
+    def connection_requested(self, dest_host: str, dest_port: int, *_: object) -> bool:
+        # Jump-host use: allow forwarding, to loopback only.
+        return dest_host in ("127.0.0.1", "localhost")
+
 
 async def _pump(source: asyncio.StreamReader | asyncssh.SSHReader[bytes], sink: object) -> None:
     with contextlib.suppress(Exception):

@@ -90,3 +90,36 @@ def test_bad_addresses() -> None:
         ssh_transport._target(asyncgw.XSpec("ssh=host:http"))
     target = ssh_transport._target(asyncgw.XSpec("ssh=me@[::1]:2222"))
     assert (target.user, target.host, target.port) == ("me", "::1", 2222)
+
+
+async def test_jump_host(ssh_keys: Keys) -> None:
+    async with (
+        ssh_server(ssh_keys) as (jump_port, jump_stats),
+        ssh_server(ssh_keys) as (port, stats),
+        asyncgw.Group() as group,
+    ):
+        # One known_hosts file that knows both servers.
+        known = ssh_keys.directory / f"both-{jump_port}-{port}"
+        known.write_text(
+            ssh_keys.known_hosts(jump_port).read_text() + ssh_keys.known_hosts(port).read_text()
+        )
+        spec = (
+            f"ssh=127.0.0.1:{port}//ssh_jump=127.0.0.1:{jump_port}"
+            f"//ssh_identity={ssh_keys.user_key_path}//ssh_known_hosts={known}{PYTHON}"
+        )
+        gw = await group.makegateway(spec)
+        assert await gw.remote_exec("channel.send('through')").receive() == "through"
+        assert (jump_stats.connections, jump_stats.sessions) == (1, 0)
+        assert (stats.connections, stats.sessions) == (1, 1)
+
+
+async def test_ssh_config_file(ssh_keys: Keys) -> None:
+    async with ssh_server(ssh_keys) as (port, _), asyncgw.Group() as group:
+        config = ssh_keys.directory / f"config-{port}"
+        config.write_text(
+            f"Host testbox\n  HostName 127.0.0.1\n  Port {port}\n"
+            f"  IdentityFile {ssh_keys.user_key_path}\n"
+            f"  UserKnownHostsFile {ssh_keys.known_hosts(port)}\n"
+        )
+        gw = await group.makegateway(f"ssh=testbox//ssh_config={config}{PYTHON}")
+        assert await gw.remote_exec("channel.send('configured')").receive() == "configured"

@@ -132,9 +132,6 @@ def _connect_options(target: _Target, timeout: float) -> dict[str, Any]:
         kwargs["known_hosts"] = None
     elif known_hosts is not None:
         kwargs["known_hosts"] = os.path.expanduser(known_hosts)
-    if "ssh_jump" in options:
-        host, port, user = _parse_address(str(options["ssh_jump"]), "ssh_jump")
-        kwargs["tunnel"] = f"{user + '@' if user else ''}{host}{':' + str(port) if port else ''}"
     return kwargs
 
 
@@ -157,13 +154,41 @@ def _release(target: _Target, connection: _Connection) -> None:
     connection.sessions -= 1
     if connection.sessions <= 0:
         connection.conn.close()
+        tunnel = _tunnels.pop(connection.conn, None)
+        if tunnel is not None:
+            tunnel.close()
         connections = _pool().connections.get(target, [])
         if connection in connections:
             connections.remove(connection)
 
 
 async def _connect(target: _Target, timeout: float) -> asyncssh.SSHClientConnection:
+    jump = dict(target.options).get("ssh_jump")
+    if jump is None:
+        return await _connect_direct(target, timeout)
+    # The jump host is reached with the same identity, known hosts and config.
+    host, port, user = _parse_address(jump, "ssh_jump")
+    others = tuple(option for option in target.options if option[0] != "ssh_jump")
+    tunnel = await _connect_direct(_Target(host, port, user, others), timeout)
+    try:
+        conn = await _connect_direct(target, timeout, tunnel=tunnel)
+    except BaseException:
+        tunnel.close()
+        raise
+    _tunnels[conn] = tunnel
+    return conn
+
+
+#: Jump-host connections, closed with the connection that goes through them.
+_tunnels: dict[asyncssh.SSHClientConnection, asyncssh.SSHClientConnection] = {}
+
+
+async def _connect_direct(
+    target: _Target, timeout: float, tunnel: asyncssh.SSHClientConnection | None = None
+) -> asyncssh.SSHClientConnection:
     kwargs = _connect_options(target, timeout)
+    if tunnel is not None:
+        kwargs["tunnel"] = tunnel
     try:
         return await asyncssh.connect(target.host, **kwargs)
     except asyncssh.HostKeyNotVerifiable as exc:
