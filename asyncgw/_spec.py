@@ -30,6 +30,7 @@ OPTION_KEYS = {
     "ssh_identity",
     "ssh_known_hosts",
     "ssh_jump",
+    "ssh_keepalive",
     "socket_secret_file",
     "installvia",
     "connect_timeout",
@@ -66,6 +67,7 @@ class XSpec:
     ssh_identity: str | None = None
     ssh_known_hosts: str | None = None
     ssh_jump: str | None = None
+    ssh_keepalive: str | None = None
     socket_secret_file: str | None = None
     installvia: str | None = None
     connect_timeout: str | None = None

@@ -5,10 +5,7 @@ generated host and user keys; without sshd these tests skip, except where
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,11 +17,10 @@ import pytest
 import asyncgw
 
 from .conftest import wait_gone
+from .realsshd import require_sshd, run_sshd
 from .sshserver import Keys
 
 pytestmark = pytest.mark.anyio
-
-SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
 @dataclass
@@ -53,50 +49,11 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def sshd(ssh_keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if not os.path.exists(SSHD):
-        if os.environ.get("ASYNCGW_REQUIRE_SSHD"):
-            pytest.fail(f"sshd is required here but {SSHD} does not exist")
-        pytest.skip("OpenSSH sshd is not installed")
+    require_sshd()
     directory = tmp_path_factory.mktemp("sshd")
-    authorized = directory / "authorized_keys"
-    authorized.write_text((ssh_keys.directory / "id_user.pub").read_text())
     port = _free_port()
-    config = directory / "sshd_config"
-    config.write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\n"
-        f"HostKey {ssh_keys.directory / 'host_key'}\nPidFile {directory / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {authorized}\n"
-        "PubkeyAuthentication yes\nPasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\nPermitRootLogin yes\nStrictModes no\n"
-        "UsePAM no\nLogLevel VERBOSE\n"
-    )
-    os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory
-    log = directory / "sshd.log"
-    with log.open("w") as log_file:
-        server = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"sshd did not start:\n{log.read_text()}")
-                time.sleep(0.05)
+    with run_sshd(ssh_keys, directory, "127.0.0.1", port) as log:
         yield Sshd(port, ssh_keys, log)
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 async def test_eight_gateways_share_one_connection(sshd: Sshd) -> None:

@@ -11,6 +11,8 @@ exec session. Options, all spec keys:
                                       ``~/.ssh/known_hosts``); ``none`` turns
                                       checking off, visibly, in the spec
 ``ssh_jump=[user@]host[:port]``       connect through this host first
+``ssh_keepalive=SECONDS``             keepalive interval (default 10); a host
+                                      that stops answering is lost after 3
 ``connect_timeout=SECONDS``           for the connection and the greeting
 ====================================  =========================================
 
@@ -25,6 +27,7 @@ session, and the worker exits when its input ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import socket
@@ -46,6 +49,8 @@ __all__ = ["MAX_SESSIONS", "SSHTransport", "open_ssh"]
 #: Sessions per connection before another connection is opened.
 MAX_SESSIONS = 10
 DEFAULT_CONNECT_TIMEOUT = 30.0
+#: Seconds between keepalives on an idle connection (``ssh_keepalive=``).
+DEFAULT_KEEPALIVE = 10.0
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ def _target(spec: XSpec) -> _Target:
     host, port, user = _parse_address(spec.ssh, "ssh")
     options = tuple(
         (key, getattr(spec, key))
-        for key in ("ssh_config", "ssh_identity", "ssh_known_hosts", "ssh_jump")
+        for key in ("ssh_config", "ssh_identity", "ssh_known_hosts", "ssh_jump", "ssh_keepalive")
         if getattr(spec, key) is not None
     )
     return _Target(host, port, user, options)
@@ -118,7 +123,13 @@ def _pool() -> _Pool:
 
 def _connect_options(target: _Target, timeout: float) -> dict[str, Any]:
     options = dict(target.options)
-    kwargs: dict[str, Any] = {"connect_timeout": timeout}
+    keepalive = float(options.get("ssh_keepalive") or DEFAULT_KEEPALIVE)
+    kwargs: dict[str, Any] = {
+        "connect_timeout": timeout,
+        # A host that vanishes (link down) is noticed within about 3 intervals.
+        "keepalive_interval": keepalive,
+        "keepalive_count_max": 3,
+    }
     if target.port:
         kwargs["port"] = target.port
     if target.user:
@@ -252,7 +263,10 @@ class SSHTransport(Transport):
             _release(self._target, self._connection)
 
     def write(self, data: bytes) -> None:
-        self._channel.write(data)
+        if self._channel.is_closing():
+            return  # the session's end is reported through connection_lost
+        with contextlib.suppress(OSError):
+            self._channel.write(data)
 
     def close_input(self) -> None:
         if not self._channel.is_closing():
