@@ -16,7 +16,7 @@ from typing import Any
 
 from .server import LOADER
 
-__all__ = ["LOADER", "bootstrap_payload", "python_argv"]
+__all__ = ["LOADER", "bootstrap_payload", "module_source", "python_argv"]
 
 _PACKAGE = "_asyncgw_remote"
 
@@ -39,14 +39,18 @@ _install({package!r} + '._worker', {worker!r}).main({config!r})
 
 
 @functools.cache
-def _source(module: str) -> str:
+def module_source(module: str) -> str:
+    """The source text of one of the package's modules (read once)."""
     return (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
 
 
 def bootstrap_payload(config: dict[str, Any]) -> bytes:
     """The bytes to write to a fresh interpreter's stdin after ``LOADER``."""
     stage2 = _STAGE2.format(
-        package=_PACKAGE, wire=_source("_wire"), worker=_source("_worker"), config=config
+        package=_PACKAGE,
+        wire=module_source("_wire"),
+        worker=module_source("_worker"),
+        config=config,
     ).encode("utf-8")
     return b"%010d" % len(stage2) + stage2
 

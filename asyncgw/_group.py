@@ -179,12 +179,13 @@ class Group:
 
 
 def _proxies_last(gateways: list[Gateway]) -> list[list[Gateway]]:
-    """Waves of gateways to end in turn: none is a proxy (``via=``) of a
+    """Waves of gateways to end in turn: none is a proxy (``via=``,
+    ``installvia=``) of a
     gateway in the same or a later wave, so traffic is never cut under a
     gateway that is still exiting."""
     waves = []
     while gateways:
-        proxies = {gw.spec.via for gw in gateways if gw.spec.via}
+        proxies = {gw.spec.via or gw.spec.installvia for gw in gateways}
         wave = [gw for gw in gateways if gw.id not in proxies] or gateways
         waves.append(wave)
         gateways = [gw for gw in gateways if gw not in wave]
@@ -192,12 +193,15 @@ def _proxies_last(gateways: list[Gateway]) -> list[list[Gateway]]:
 
 
 def _proxies_first(specs: list[XSpec]) -> list[list[XSpec]]:
-    """Waves of specs to start in turn: each ``via=`` target comes first."""
+    """Waves of specs to start in turn: each ``via=`` (``installvia=``)
+    target comes first."""
     waves = []
     pending = list(specs)
     while pending:
         ids = {spec.id for spec in pending}
-        wave = [spec for spec in pending if spec.via not in ids] or pending
+        wave = [
+            spec for spec in pending if spec.via not in ids and spec.installvia not in ids
+        ] or pending
         waves.append(wave)
         pending = [spec for spec in pending if spec not in wave]
     return waves

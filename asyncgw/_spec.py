@@ -16,7 +16,7 @@ TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd", "docker", "kubectl", "
 #: Keys that take no value (``popen``, not ``popen=x``).
 FLAG_KEYS = {"popen", "dont_write_bytecode"}
 #: Keys that may stand alone or take a value (``sudo`` or ``sudo=user``).
-OPTIONAL_VALUE_KEYS = {"sudo"}
+OPTIONAL_VALUE_KEYS = {"sudo", "socket"}
 #: Options understood by every transport, or reserved for the transports
 #: that read them.
 OPTION_KEYS = {
@@ -51,7 +51,7 @@ class XSpec:
 
     popen: bool | None = None
     ssh: str | None = None
-    socket: str | None = None
+    socket: str | bool | None = None
     via: str | None = None
     cmd: str | None = None
     docker: str | None = None

@@ -122,10 +122,18 @@ def main(argv: list[str] | None = None) -> None:
     host, port = listener.getsockname()[:2]
     sys.stdout.write(f"listening on {host}:{port}\n")
     sys.stdout.flush()
+    serve_forever(listener, secret, args.python)
+
+
+def serve_forever(listener: socket.socket, secret: bytes, python: str) -> None:
+    """Accept clients until the listener is closed."""
     while True:
-        conn, peer = listener.accept()
+        try:
+            conn, peer = listener.accept()
+        except OSError:  # closed: we are done
+            return
         threading.Thread(
-            target=serve_client, args=(conn, peer, secret, args.python), daemon=True
+            target=serve_client, args=(conn, peer, secret, python), daemon=True
         ).start()
 
 

@@ -35,6 +35,7 @@ TRANSPORT_SPECS: dict[str, list[str]] = {
     "ssh-via": [f"{{ssh}}//id=head//python={sys.executable}", "via=head"],
     # {socket}: the address and secret of a fresh asyncgw socket server
     "socket": ["{socket}"],
+    "socket-installvia": ["popen//id=host", "socket//installvia=host"],
 }
 if os.path.exists(PYTHON39):
     TRANSPORT_SPECS["popen-py3.9"] = [f"popen//python={PYTHON39}"]

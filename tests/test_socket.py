@@ -95,3 +95,19 @@ async def test_secret_from_the_environment_and_bad_addresses(
             assert await gw.remote_exec("channel.send(2)").receive() == 2
             with pytest.raises(asyncgw.SpecError, match="host:port"):
                 await group.makegateway("socket=nowhere")
+
+
+async def test_installvia_starts_a_server_through_a_gateway() -> None:
+    async with asyncgw.Group() as group:
+        host = await group.makegateway("popen//id=host")
+        gw = await group.makegateway("socket//installvia=host")
+        assert gw.remote_pid is not None and host.remote_pid is not None
+        assert psutil.Process(gw.remote_pid).ppid() == host.remote_pid  # served by the host
+        assert await gw.remote_exec("channel.send('served')").receive() == "served"
+        with pytest.raises(asyncgw.SpecError, match="no gateway 'elsewhere' to install via"):
+            await group.makegateway("socket//installvia=elsewhere")
+        # Ending the group ends the served worker before its server's host.
+        assert [wave[0].id for wave in asyncgw._group._proxies_last(list(group))] == [
+            "gw0",
+            "host",
+        ]

@@ -4,15 +4,18 @@
 shared secret (``socket_secret_file=PATH``, else ``ASYNCGW_SECRET`` in our
 environment) and, once admitted, speaks to a fresh worker over the same
 TCP stream. Killing closes the connection; the worker exits at end of
-input.
+input. ``socket//installvia=gw0`` first starts a server through gateway
+``gw0`` (on a free loopback port, with a fresh secret), as execnet does.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from typing import TYPE_CHECKING
 
+from .._bootstrap import module_source
 from .._errors import AuthenticationError, HostNotFound, SpecError
 from ..server import CHALLENGE, answer
 from ._base import OpenContext, StreamSink, Transport
@@ -118,6 +121,41 @@ def _secret(spec: XSpec) -> bytes:
     return secret.encode()
 
 
+#: Appended to the server's own source when a gateway installs it: listen
+#: on a free port, report it, serve until our channel closes.
+_INSTALLED = """
+import socket as _socket, sys as _sys, threading as _threading
+_host, _secret = channel.receive()
+_listener = _socket.create_server((_host, 0))
+_threading.Thread(
+    target=serve_forever, args=(_listener, _secret, _sys.executable), daemon=True
+).start()
+channel.send(_listener.getsockname()[1])
+try:
+    channel.receive()
+except EOFError:
+    pass
+_listener.close()
+"""
+
+
+async def _install_server(spec: XSpec, context: OpenContext) -> tuple[str, bytes]:
+    """Start a socket server through the gateway ``spec.installvia`` (on a
+    free port, with a fresh secret) and return its address and secret. The
+    server lives as long as that gateway, or until the channel closes."""
+    group = context.group
+    if group is None or spec.installvia not in group:
+        raise SpecError(f"spec {str(spec)!r}: no gateway {spec.installvia!r} to install via")
+    assert spec.installvia is not None
+    host = "127.0.0.1" if spec.socket in (None, True) else str(spec.socket).rpartition(":")[0]
+    secret = secrets.token_hex(32).encode()
+    source = module_source("server") + _INSTALLED
+    channel = group[spec.installvia].remote_exec(source)
+    await channel.send((host, secret))
+    port = await channel.receive()
+    return f"{host}:{port}", secret
+
+
 async def open_socket(
     spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
 ) -> SocketTransport:
@@ -126,11 +164,13 @@ async def open_socket(
     :raises HostNotFound: if nothing (or no asyncgw server) answers there.
     :raises AuthenticationError: if the server refused our secret.
     """
-    assert spec.socket is not None
-    host, _, port = spec.socket.rpartition(":")
+    if spec.installvia is not None:
+        address, secret = await _install_server(spec, context)
+    else:
+        address, secret = str(spec.socket), _secret(spec)
+    host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise SpecError(f"key 'socket' wants host:port, not {spec.socket!r}")
-    secret = _secret(spec)
     timeout = float(spec.connect_timeout or 30.0)
     loop = asyncio.get_running_loop()
     try:
@@ -139,13 +179,13 @@ async def open_socket(
                 lambda: _Protocol(sink, secret), host.strip("[]"), int(port)
             )
     except (OSError, TimeoutError) as exc:
-        raise HostNotFound(f"cannot connect to {spec.socket}: {exc or 'timed out'}") from None
+        raise HostNotFound(f"cannot connect to {address}: {exc or 'timed out'}") from None
     try:
         async with asyncio.timeout(timeout):
             await protocol.admitted
     except BaseException:
         transport.abort()
         raise
-    socket_transport = SocketTransport(spec.socket, transport, protocol)
+    socket_transport = SocketTransport(address, transport, protocol)
     socket_transport.write(bootstrap)
     return socket_transport
