@@ -108,6 +108,14 @@ class SocketTransport(Transport):
         await asyncio.shield(self._protocol.closed)
 
 
+def _split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port``) into its parts; ``("", 0)`` if malformed."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return "", 0
+    return host.strip("[]"), int(port)
+
+
 def _secret(spec: XSpec) -> bytes:
     if spec.socket_secret_file:
         with open(os.path.expanduser(spec.socket_secret_file), "rb") as stream:
@@ -167,16 +175,17 @@ async def open_socket(
     if spec.installvia is not None:
         address, secret = await _install_server(spec, context)
     else:
-        address, secret = str(spec.socket), _secret(spec)
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise SpecError(f"key 'socket' wants host:port, not {spec.socket!r}")
+        address = str(spec.socket)
+        if not _split_address(address)[0]:
+            raise SpecError(f"key 'socket' wants host:port, not {spec.socket!r}")
+        secret = _secret(spec)
+    host, port = _split_address(address)
     timeout = float(spec.connect_timeout or 30.0)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
             transport, protocol = await loop.create_connection(
-                lambda: _Protocol(sink, secret), host.strip("[]"), int(port)
+                lambda: _Protocol(sink, secret), host, port
             )
     except (OSError, TimeoutError) as exc:
         raise HostNotFound(f"cannot connect to {address}: {exc or 'timed out'}") from None
