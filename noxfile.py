@@ -44,3 +44,10 @@ def bench(session: nox.Session) -> None:
     """asyncgw beside execnet and the raw lower bound; ``-- --quick`` for a short run."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_core.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_ssh(session: nox.Session) -> None:
+    """ssh gateways beside execnet's ssh= over a loopback sshd (needs root and sshd)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/bench_ssh.py", *session.posargs)

@@ -1,0 +1,274 @@
+"""asyncgw's ssh transport beside execnet's ``ssh=`` gateway, in one run.
+
+Starts a real OpenSSH sshd on a free loopback port (generated host and user
+keys, default MaxSessions and MaxStartups), then measures, as bench_core
+does (turns, rotation, warm-up dropped, medians):
+
+- 1 ssh gateway: start, one round trip, exit;
+- 8 ssh gateways to the one host: start, one round trip each, exit;
+- round trip of a small int over an ssh gateway;
+- one-way 1 MiB chunks over an ssh gateway.
+
+asyncgw talks SSH itself (asyncssh, one shared connection per host);
+execnet runs the ``ssh`` binary once per gateway. Needs root (sshd), sshd
+and the ssh client. ``python benchmarks/bench_ssh.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import asyncssh
+import execnet
+from bench_core import (
+    CHUNK,
+    COUNT_BYTES,
+    ECHO_LOOP,
+    ECHO_ONCE,
+    EXIT_TIMEOUT,
+    MIB,
+    Config,
+    Result,
+    blocking,
+    measure,
+    reap_children,
+    render_table,
+)
+
+import asyncgw
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+
+
+class Host:
+    """A running sshd and the specs that reach it."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.key = directory / "id_user"
+        self.known = directory / "known_hosts"
+
+    def asyncgw_spec(self) -> str:
+        return (
+            f"ssh=root@127.0.0.1:{self.port}//ssh_identity={self.key}"
+            f"//ssh_known_hosts={self.known}//python={sys.executable}"
+        )
+
+    def execnet_spec(self) -> str:
+        options = (
+            f"-p {self.port} -i {self.key} -o UserKnownHostsFile={self.known} "
+            "-o StrictHostKeyChecking=yes -o BatchMode=yes"
+        )
+        return f"ssh={options} root@127.0.0.1//python={sys.executable}"
+
+
+@contextmanager
+def sshd_host() -> Iterator[Host]:
+    with tempfile.TemporaryDirectory(prefix="asyncgw-bench-sshd-") as name:
+        directory = Path(name)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        host = Host(directory, port)
+        host_key = asyncssh.generate_private_key("ssh-ed25519")
+        user_key = asyncssh.generate_private_key("ssh-ed25519")
+        host_key.write_private_key(str(directory / "host_key"))
+        user_key.write_private_key(str(host.key))
+        for private in (directory / "host_key", host.key):
+            private.chmod(0o600)
+        (directory / "authorized_keys").write_bytes(user_key.export_public_key())
+        public = host_key.export_public_key().decode().strip()
+        host.known.write_text(f"[127.0.0.1]:{port} {public}\n")
+        (directory / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {directory / 'host_key'}\n"
+            f"PidFile {directory / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {directory / 'authorized_keys'}\n"
+            "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin yes\nStrictModes no\nUsePAM no\n"
+        )
+        os.makedirs("/run/sshd", exist_ok=True)
+        server = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(directory / "sshd_config")],
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("sshd did not start") from None
+                    time.sleep(0.05)
+            yield host
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+async def asyncgw_start(host: Host, count: int) -> float:
+    started = time.perf_counter()
+    async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
+        await group.makegateways([host.asyncgw_spec()] * count)
+        channels = group.remote_exec(ECHO_ONCE)
+        await channels.send_each(1)
+        if await channels.receive_each() != [1] * count:
+            raise AssertionError("asyncgw: wrong echo")
+        await group.terminate(EXIT_TIMEOUT)
+    return time.perf_counter() - started
+
+
+def execnet_start(host: Host, count: int) -> float:
+    started = time.perf_counter()
+    group = execnet.Group()
+    try:
+        for _ in range(count):
+            group.makegateway(host.execnet_spec())
+        channels = group.remote_exec(ECHO_ONCE)
+        for channel in channels:
+            channel.send(1)
+        if channels.receive_each() != [1] * count:
+            raise AssertionError("execnet: wrong echo")
+    finally:
+        group.terminate(timeout=EXIT_TIMEOUT)
+    return time.perf_counter() - started
+
+
+async def bench_start(config: Config, host: Host, count: int) -> Result:
+    samples = await measure(
+        config,
+        config.start_reps,
+        {
+            "asyncgw": lambda: asyncgw_start(host, count),
+            "execnet": blocking(lambda: execnet_start(host, count)),
+        },
+    )
+    what = "1 ssh gateway" if count == 1 else f"{count} ssh gateways, one host"
+    return Result(
+        f"{what}: start+rt+exit",
+        "ms",
+        higher_is_better=False,
+        samples={name: [s * 1000 for s in values] for name, values in samples.items()},
+    )
+
+
+async def bench_steady(config: Config, host: Host) -> list[Result]:
+    n, chunks = config.roundtrips, config.mebibytes
+    async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
+        gw = await group.makegateway(host.asyncgw_spec())
+        echo, sink = gw.remote_exec(ECHO_LOOP), gw.remote_exec(COUNT_BYTES)
+        egroup = execnet.Group()
+        try:
+            egw = egroup.makegateway(host.execnet_spec())
+            eecho, esink = egw.remote_exec(ECHO_LOOP), egw.remote_exec(COUNT_BYTES)
+
+            async def asyncgw_rtt() -> float:
+                started = time.perf_counter()
+                for i in range(n):
+                    await echo.send(i)
+                    await echo.receive()
+                return time.perf_counter() - started
+
+            def execnet_rtt() -> float:
+                started = time.perf_counter()
+                for i in range(n):
+                    eecho.send(i)
+                    eecho.receive()
+                return time.perf_counter() - started
+
+            async def asyncgw_bytes() -> float:
+                started = time.perf_counter()
+                for _ in range(chunks):
+                    await sink.send(CHUNK)
+                await sink.send(None)
+                if await sink.receive() != chunks * MIB:
+                    raise AssertionError("asyncgw: bytes lost")
+                return time.perf_counter() - started
+
+            def execnet_bytes() -> float:
+                started = time.perf_counter()
+                for _ in range(chunks):
+                    esink.send(CHUNK)
+                esink.send(None)
+                if esink.receive() != chunks * MIB:
+                    raise AssertionError("execnet: bytes lost")
+                return time.perf_counter() - started
+
+            rtt = await measure(
+                config,
+                config.steady_reps,
+                {"asyncgw": asyncgw_rtt, "execnet": blocking(execnet_rtt)},
+            )
+            pour = await measure(
+                config,
+                config.steady_reps,
+                {"asyncgw": asyncgw_bytes, "execnet": blocking(execnet_bytes)},
+            )
+        finally:
+            egroup.terminate(timeout=EXIT_TIMEOUT)
+    return [
+        Result(
+            "ssh round trip, small int",
+            "us/msg",
+            higher_is_better=False,
+            samples={name: [s / n * 1e6 for s in values] for name, values in rtt.items()},
+        ),
+        Result(
+            f"ssh one-way 1 MiB bytes, {chunks} MiB",
+            "MiB/s",
+            higher_is_better=True,
+            samples={name: [chunks / s for s in values] for name, values in pour.items()},
+        ),
+    ]
+
+
+async def run(config: Config) -> list[Result]:
+    with sshd_host() as host:
+        results = [await bench_start(config, host, 1), await bench_start(config, host, 8)]
+        results += await bench_steady(config, host)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes")
+    args = parser.parse_args(argv)
+    config = Config(
+        start_reps=3 if args.quick else 5,
+        steady_reps=3 if args.quick else 5,
+        warmup=1,
+        group_sizes=(8,),
+        roundtrips=1_000 if args.quick else 3_000,
+        ints=0,
+        mebibytes=32 if args.quick else 128,
+    )
+    started = time.perf_counter()
+    try:
+        results = asyncio.run(run(config))
+    finally:
+        leftovers = reap_children()
+    print(
+        f"asyncgw {asyncgw.__version__} vs execnet {execnet.__version__} over a loopback "
+        f"OpenSSH sshd; medians; total {time.perf_counter() - started:.0f}s"
+    )
+    print()
+    print(render_table(results))
+    return 1 if leftovers else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
