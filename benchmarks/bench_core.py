@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
@@ -284,13 +284,13 @@ def write_all(fd: int, data: bytes) -> None:
 # -- 1 and 2: start, one round trip each, terminate
 
 
-async def asyncgw_start(count: int) -> float:
+async def asyncgw_start(count: int, spec: str = "popen") -> float:
     started = time.perf_counter()
     async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
         if count == 1:
-            await group.makegateway("popen")
+            await group.makegateway(spec)
         else:
-            await group.makegateways(["popen"] * count)
+            await group.makegateways([spec] * count)
         channels = group.remote_exec(ECHO_ONCE)
         await channels.send_each(1)
         if await channels.receive_each() != [1] * count:
@@ -299,12 +299,12 @@ async def asyncgw_start(count: int) -> float:
     return time.perf_counter() - started
 
 
-def execnet_start(count: int) -> float:
+def execnet_start(count: int, spec: str = "popen") -> float:
     started = time.perf_counter()
     group = execnet.Group()
     try:
         for _ in range(count):
-            group.makegateway("popen")
+            group.makegateway(spec)
         channels = group.remote_exec(ECHO_ONCE)
         for channel in channels:
             channel.send(1)
@@ -404,48 +404,53 @@ async def bench_roundtrip(config: Config) -> Result:
     )
 
 
-# -- 4: one-way small ints
+# -- 4 and 5: one-way streams. The remote counts (items or bytes) until
+# None, then sends the count back; the time includes that answer.
+
+
+async def pour(channel: asyncgw.Channel, items: Iterable[object], expected: int) -> float:
+    started = time.perf_counter()
+    for item in items:
+        await channel.send(item)
+    await channel.send(None)
+    count = await channel.receive()
+    elapsed = time.perf_counter() - started
+    if count != expected:
+        raise AssertionError(f"asyncgw: {count} of {expected} arrived")
+    return elapsed
+
+
+def pour_blocking(
+    name: str, channel: Any, items: Callable[[], Iterable[object]], expected: int
+) -> Callable[[], float]:
+    """A sample for a blocking channel (execnet's, or asyncgw.sync's)."""
+
+    def sample() -> float:
+        started = time.perf_counter()
+        for item in items():
+            channel.send(item)
+        channel.send(None)
+        count = channel.receive()
+        elapsed = time.perf_counter() - started
+        if count != expected:
+            raise AssertionError(f"{name}: {count} of {expected} arrived")
+        return elapsed
+
+    return sample
 
 
 async def bench_ints(config: Config) -> Result:
     n = config.ints
 
     async with asyncgw_channel(COUNT_ITEMS) as achannel:
-
-        async def asyncgw_sample() -> float:
-            started = time.perf_counter()
-            for i in range(n):
-                await achannel.send(i)
-            await achannel.send(None)
-            count = await achannel.receive()
-            elapsed = time.perf_counter() - started
-            if count != n:
-                raise AssertionError(f"asyncgw: {count} of {n} ints arrived")
-            return elapsed
-
         with execnet_channel(COUNT_ITEMS) as echannel, sync_channel(COUNT_ITEMS) as schannel:
-
-            def blocking_sample(name: str, channel: Any) -> Callable[[], float]:
-                def sample() -> float:
-                    started = time.perf_counter()
-                    for i in range(n):
-                        channel.send(i)
-                    channel.send(None)
-                    count = channel.receive()
-                    elapsed = time.perf_counter() - started
-                    if count != n:
-                        raise AssertionError(f"{name}: {count} of {n} ints arrived")
-                    return elapsed
-
-                return sample
-
             samples = await measure(
                 config,
                 config.steady_reps,
                 {
-                    "asyncgw": asyncgw_sample,
-                    "sync": blocking(blocking_sample("sync", schannel)),
-                    "execnet": blocking(blocking_sample("execnet", echannel)),
+                    "asyncgw": lambda: pour(achannel, range(n), n),
+                    "sync": blocking(pour_blocking("sync", schannel, lambda: range(n), n)),
+                    "execnet": blocking(pour_blocking("execnet", echannel, lambda: range(n), n)),
                 },
             )
     return Result(
@@ -464,30 +469,8 @@ async def bench_bytes(config: Config) -> Result:
     total = chunks * MIB
 
     async with asyncgw_channel(COUNT_BYTES) as achannel:
-
-        async def asyncgw_sample() -> float:
-            started = time.perf_counter()
-            for _ in range(chunks):
-                await achannel.send(CHUNK)
-            await achannel.send(None)
-            count = await achannel.receive()
-            elapsed = time.perf_counter() - started
-            if count != total:
-                raise AssertionError(f"asyncgw: {count} of {total} bytes arrived")
-            return elapsed
-
         with execnet_channel(COUNT_BYTES) as echannel:
-
-            def execnet_sample() -> float:
-                started = time.perf_counter()
-                for _ in range(chunks):
-                    echannel.send(CHUNK)
-                echannel.send(None)
-                count = echannel.receive()
-                elapsed = time.perf_counter() - started
-                if count != total:
-                    raise AssertionError(f"execnet: {count} of {total} bytes arrived")
-                return elapsed
+            chunk_list = [CHUNK] * chunks
 
             def raw_sample() -> float:
                 with raw_child(RAW_SINK) as child:
@@ -506,8 +489,10 @@ async def bench_bytes(config: Config) -> Result:
                 config,
                 config.steady_reps,
                 {
-                    "asyncgw": asyncgw_sample,
-                    "execnet": blocking(execnet_sample),
+                    "asyncgw": lambda: pour(achannel, chunk_list, total),
+                    "execnet": blocking(
+                        pour_blocking("execnet", echannel, lambda: chunk_list, total)
+                    ),
                     "bound": blocking(raw_sample),
                 },
             )

@@ -35,13 +35,16 @@ from bench_core import (
     CHUNK,
     COUNT_BYTES,
     ECHO_LOOP,
-    ECHO_ONCE,
     EXIT_TIMEOUT,
     MIB,
     Config,
     Result,
+    asyncgw_start,
     blocking,
+    execnet_start,
     measure,
+    pour,
+    pour_blocking,
     reap_children,
     render_table,
 )
@@ -120,41 +123,13 @@ def sshd_host() -> Iterator[Host]:
             server.wait(10)
 
 
-async def asyncgw_start(host: Host, count: int) -> float:
-    started = time.perf_counter()
-    async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
-        await group.makegateways([host.asyncgw_spec()] * count)
-        channels = group.remote_exec(ECHO_ONCE)
-        await channels.send_each(1)
-        if await channels.receive_each() != [1] * count:
-            raise AssertionError("asyncgw: wrong echo")
-        await group.terminate(EXIT_TIMEOUT)
-    return time.perf_counter() - started
-
-
-def execnet_start(host: Host, count: int) -> float:
-    started = time.perf_counter()
-    group = execnet.Group()
-    try:
-        for _ in range(count):
-            group.makegateway(host.execnet_spec())
-        channels = group.remote_exec(ECHO_ONCE)
-        for channel in channels:
-            channel.send(1)
-        if channels.receive_each() != [1] * count:
-            raise AssertionError("execnet: wrong echo")
-    finally:
-        group.terminate(timeout=EXIT_TIMEOUT)
-    return time.perf_counter() - started
-
-
 async def bench_start(config: Config, host: Host, count: int) -> Result:
     samples = await measure(
         config,
         config.start_reps,
         {
-            "asyncgw": lambda: asyncgw_start(host, count),
-            "execnet": blocking(lambda: execnet_start(host, count)),
+            "asyncgw": lambda: asyncgw_start(count, host.asyncgw_spec()),
+            "execnet": blocking(lambda: execnet_start(count, host.execnet_spec())),
         },
     )
     what = "1 ssh gateway" if count == 1 else f"{count} ssh gateways, one host"
@@ -190,33 +165,22 @@ async def bench_steady(config: Config, host: Host) -> list[Result]:
                     eecho.receive()
                 return time.perf_counter() - started
 
-            async def asyncgw_bytes() -> float:
-                started = time.perf_counter()
-                for _ in range(chunks):
-                    await sink.send(CHUNK)
-                await sink.send(None)
-                if await sink.receive() != chunks * MIB:
-                    raise AssertionError("asyncgw: bytes lost")
-                return time.perf_counter() - started
-
-            def execnet_bytes() -> float:
-                started = time.perf_counter()
-                for _ in range(chunks):
-                    esink.send(CHUNK)
-                esink.send(None)
-                if esink.receive() != chunks * MIB:
-                    raise AssertionError("execnet: bytes lost")
-                return time.perf_counter() - started
+            chunk_list = [CHUNK] * chunks
 
             rtt = await measure(
                 config,
                 config.steady_reps,
                 {"asyncgw": asyncgw_rtt, "execnet": blocking(execnet_rtt)},
             )
-            pour = await measure(
+            poured = await measure(
                 config,
                 config.steady_reps,
-                {"asyncgw": asyncgw_bytes, "execnet": blocking(execnet_bytes)},
+                {
+                    "asyncgw": lambda: pour(sink, chunk_list, chunks * MIB),
+                    "execnet": blocking(
+                        pour_blocking("execnet", esink, lambda: chunk_list, chunks * MIB)
+                    ),
+                },
             )
         finally:
             egroup.terminate(timeout=EXIT_TIMEOUT)
@@ -231,7 +195,7 @@ async def bench_steady(config: Config, host: Host) -> list[Result]:
             f"ssh one-way 1 MiB bytes, {chunks} MiB",
             "MiB/s",
             higher_is_better=True,
-            samples={name: [chunks / s for s in values] for name, values in pour.items()},
+            samples={name: [chunks / s for s in values] for name, values in poured.items()},
         ),
     ]
 
