@@ -26,7 +26,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def docs(session: nox.Session) -> None:
-    """Build the Sphinx docs, warnings as errors (offline: ASYNCGW_DOCS_OFFLINE=1)."""
+    """Build the Sphinx docs, warnings as errors (ASYNCGW_DOCS_ONLINE=1: intersphinx)."""
     session.install("-e", ".[docs]")
     session.run("python", "-m", "sphinx", "-W", "-b", "html", "docs", "docs/_build/html")
 
