@@ -24,7 +24,10 @@ from .sshserver import Keys
 pytestmark = pytest.mark.anyio
 
 HOSTS = 3
+#: Names and a subnet of this test run's own, so that concurrent runs on
+#: one machine do not collide.
 PREFIX = f"agw{os.getpid() % 10000}"
+SUBNET = f"10.{40 + os.getpid() % 200}"
 
 
 def _ip(*args: str) -> None:
@@ -51,12 +54,12 @@ def hosts(ssh_keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             stack.callback(_ip, "netns", "del", netns)  # takes its veth pair along
             _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
             _ip("link", "set", inside, "netns", netns)
-            _ip("addr", "add", f"10.213.{index}.1/24", "dev", outside)
+            _ip("addr", "add", f"{SUBNET}.{index}.1/24", "dev", outside)
             _ip("link", "set", outside, "up")
-            _ip("-n", netns, "addr", "add", f"10.213.{index}.2/24", "dev", inside)
+            _ip("-n", netns, "addr", "add", f"{SUBNET}.{index}.2/24", "dev", inside)
             _ip("-n", netns, "link", "set", inside, "up")
             _ip("-n", netns, "link", "set", "lo", "up")
-            address = f"10.213.{index}.2"
+            address = f"{SUBNET}.{index}.2"
             directory = tmp_path_factory.mktemp(f"netns-sshd-{index}")
             stack.enter_context(run_sshd(ssh_keys, directory, address, 22, netns=netns))
             addresses.append(address)
