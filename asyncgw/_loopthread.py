@@ -83,14 +83,6 @@ class LoopThread:
         self._thread = thread
         atexit.register(self.stop)
 
-    def call(self, function: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``await function(*args)`` on the loop; block for the result.
-
-        :raises RuntimeError: if called from the loop thread itself (it
-            would wait on itself forever).
-        """
-        return self.portal.call(function, *args)
-
     def call_sync(self, function: Callable[..., T], *args: Any) -> T:
         """Run plain ``function(*args)`` on the loop thread; block for it."""
         return self.portal.call(function, *args)
