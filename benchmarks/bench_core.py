@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ import psutil
 
 import asyncgw
 import asyncgw.sync
+from asyncgw.transports.popen import PIPE_SIZE
 
 #: Seconds a group may take to exit before its interpreters are killed.
 EXIT_TIMEOUT = 10.0
@@ -261,6 +263,11 @@ def raw_child(source: str) -> Iterator[RawChild]:
         [sys.executable, "-c", source], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
     )
     assert child.stdin is not None and child.stdout is not None
+    # The same pipe capacity asyncgw's popen transport asks for, so that the
+    # bound is a bound (Linux; elsewhere the default stays).
+    for pipe in (child.stdin, child.stdout):
+        with suppress(OSError, AttributeError):
+            fcntl.fcntl(pipe.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
     try:
         if os.read(child.stdout.fileno(), 1) != b"r":
             raise RuntimeError("raw child did not start")
