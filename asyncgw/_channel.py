@@ -25,7 +25,19 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from ._errors import ChannelClosed, GatewayLost, RemoteError, TimeoutError
 from ._tasks import run_all
-from ._wire import ACK, CLOSE, CLOSE_ERROR, DATA, FRAME_COST, LoadError, dumps, encode_ack, loads
+from ._wire import (
+    ACK,
+    CLOSE,
+    CLOSE_ERROR,
+    DATA,
+    FRAME_COST,
+    LoadError,
+    check_frame_size,
+    clip_text,
+    dumps,
+    encode_ack,
+    loads,
+)
 
 if TYPE_CHECKING:
     from ._gateway import Gateway
@@ -272,7 +284,7 @@ class Channel:
         :raises ChannelClosed: if the channel is closed.
         """
         self._check_sendable()
-        return dumps(item, self._router_id_of)
+        return check_frame_size(dumps(item, self._router_id_of), self._router.max_frame)
 
     def _check_sendable(self) -> None:
         if self._closed or self._remote_closed:
@@ -321,7 +333,8 @@ class Channel:
             if error is None:
                 self._router.write_frame(CLOSE, self.id)
             else:
-                self._router.write_frame(CLOSE_ERROR, self.id, str(error).encode("utf-8"))
+                message = clip_text(str(error), self._router.max_frame)
+                self._router.write_frame(CLOSE_ERROR, self.id, message)
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(ChannelClosed(f"channel {self.id} was closed"))

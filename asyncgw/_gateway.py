@@ -19,7 +19,7 @@ from ._channel import DEFAULT_WINDOW, Channel
 from ._code import call_request, exec_request
 from ._errors import BootstrapError, GatewayError, TimeoutError
 from ._router import Router
-from ._wire import EXEC, REQUEST, TERMINATE, dumps
+from ._wire import DEFAULT_MAX_PAYLOAD, EXEC, REQUEST, TERMINATE, check_frame_size, dumps
 from .transports import OpenContext, factory_for
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ class Gateway:
         self.spec = spec
         self.group = group
         self.window = window
-        self._router = Router(self.id, self._make_channel)
+        self._router = Router(
+            self.id, self._make_channel, int(spec.max_frame or DEFAULT_MAX_PAYLOAD)
+        )
         self._transport: Transport | None = None
         self._next_id = 1  # this side numbers its channels odd
         self._hello: dict[str, Any] = {}
@@ -92,7 +94,7 @@ class Gateway:
         :raises GatewayLost: if the gateway is gone.
         """
         request = exec_request(source, kwargs)
-        payload = dumps(request)
+        payload = check_frame_size(dumps(request), self._router.max_frame)
         channel = self.newchannel()
         self._router.write_frame(EXEC, channel.id, payload)
         return channel
@@ -192,6 +194,7 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
         "nice": spec.nice,
         "env": dict(spec.env),
         "dont_write_bytecode": bool(spec.dont_write_bytecode),
+        "max_frame": gateway._router.max_frame,
     }
     timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     context = OpenContext(group=group)

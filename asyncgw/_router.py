@@ -27,6 +27,7 @@ from ._wire import (
     CLOSE,
     CLOSE_ERROR,
     DATA,
+    DEFAULT_MAX_PAYLOAD,
     HEADER,
     HELLO,
     MAGIC,
@@ -55,11 +56,18 @@ LARGE_PAYLOAD = 64 * 1024
 class Router:
     """Frames in, frames out, and the table of a gateway's channels."""
 
-    def __init__(self, gateway_id: str, channel_factory: Callable[[int], Channel]) -> None:
+    def __init__(
+        self,
+        gateway_id: str,
+        channel_factory: Callable[[int], Channel],
+        max_frame: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
         self.gateway_id = gateway_id
         self._channel_factory = channel_factory
         self._loop = asyncio.get_running_loop()
-        self._decoder = FrameDecoder()
+        #: The largest payload either side accepts (the spec's ``max_frame``).
+        self.max_frame = max_frame
+        self._decoder = FrameDecoder(max_frame)
         self._greeted = False
         self._greeting = b""
         self.hello: asyncio.Future[dict[str, Any]] = self._loop.create_future()

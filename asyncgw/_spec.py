@@ -34,8 +34,11 @@ OPTION_KEYS = {
     "socket_secret_file",
     "installvia",
     "connect_timeout",
+    "max_frame",
 }
 EXECMODELS = ("thread", "main_thread_only")
+#: The smallest ``max_frame`` accepted: room for any control frame and a traceback.
+MIN_MAX_FRAME = 4096
 
 
 class XSpec:
@@ -71,6 +74,7 @@ class XSpec:
     socket_secret_file: str | None = None
     installvia: str | None = None
     connect_timeout: str | None = None
+    max_frame: str | None = None
 
     def __init__(self, string: str) -> None:
         if not isinstance(string, str):
@@ -123,6 +127,13 @@ class XSpec:
                 raise SpecError(f"key 'nice' wants an integer, not {self.nice!r}") from None
         if self.execmodel is not None and self.execmodel not in EXECMODELS:
             raise SpecError(f"key 'execmodel' is one of {EXECMODELS}, not {self.execmodel!r}")
+        if self.max_frame is not None and not (
+            self.max_frame.isdigit() and int(self.max_frame) >= MIN_MAX_FRAME
+        ):
+            raise SpecError(
+                f"key 'max_frame' wants a size in bytes of at least {MIN_MAX_FRAME},"
+                f" not {self.max_frame!r}"
+            )
         if self.connect_timeout is not None:
             try:
                 float(self.connect_timeout)

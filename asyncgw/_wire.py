@@ -107,6 +107,28 @@ def encode_frame(msgtype: int, channel: int, payload: bytes = b"") -> bytes:
     return HEADER.pack(msgtype, channel, len(payload)) + payload
 
 
+def check_frame_size(payload: bytes, max_payload: int) -> bytes:
+    """Return ``payload`` if the peer's decoder accepts it, else raise
+    ``DumpError`` naming both sizes: nothing oversized is ever written."""
+    if len(payload) > max_payload:
+        raise DumpError(
+            "an encoded value of %d bytes exceeds the gateway's max_frame of %d bytes"
+            % (len(payload), max_payload)
+        )
+    return payload
+
+
+def clip_text(text: str, max_payload: int) -> bytes:
+    """``text`` as UTF-8 for a CLOSE_ERROR frame, its middle cut out if it
+    would exceed ``max_payload`` (a traceback's head and tail say most)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_payload:
+        return data
+    marker = b"\n[... cut to fit max_frame ...]\n"
+    keep = (max_payload - len(marker)) // 2
+    return data[:keep] + marker + data[len(data) - keep :]
+
+
 def encode_ack(consumed: int) -> bytes:
     return _ACK.pack(consumed)
 

@@ -29,6 +29,7 @@ from ._wire import (
     CLOSE,
     CLOSE_ERROR,
     DATA,
+    DEFAULT_MAX_PAYLOAD,
     EXEC,
     FRAME_COST,
     HEADER,
@@ -40,6 +41,8 @@ from ._wire import (
     FrameDecoder,
     LoadError,
     ProtocolError,
+    check_frame_size,
+    clip_text,
     decode_ack,
     dumps,
     encode_ack,
@@ -216,7 +219,7 @@ class Channel:
 
     def _encode_for_send(self, item: object) -> bytes:
         self._check_open()
-        return dumps(item, self._worker.id_of_channel)
+        return check_frame_size(dumps(item, self._worker.id_of_channel), self._worker.max_frame)
 
     def _reserve(self, cost: int) -> bool:
         """Take ``cost`` bytes of window if free (caller holds _cond)."""
@@ -257,7 +260,7 @@ class Channel:
             if error is None:
                 self._worker.write_frame(CLOSE, self.id)
             else:
-                message = str(error).encode("utf-8", "replace")
+                message = clip_text(str(error), self._worker.max_frame)
                 self._worker.write_frame(CLOSE_ERROR, self.id, message)
         self._worker.forget_if_done(self)
 
@@ -382,6 +385,7 @@ class Worker:
         self.gateway_id = config.get("id")
         self.window = int(config.get("window", 8 * 1024 * 1024))
         self.execmodel = config.get("execmodel") or "thread"
+        self.max_frame = int(config.get("max_frame") or DEFAULT_MAX_PAYLOAD)
         self.handle = _GatewayHandle(self)
         self._write_lock = threading.Lock()
         self._lock = threading.Lock()  # guards the fields below
@@ -461,7 +465,7 @@ class Worker:
     # -- input
 
     def read_loop(self) -> None:
-        decoder = FrameDecoder()
+        decoder = FrameDecoder(self.max_frame)
         rfd = self.rfd
         dispatch = self._dispatch
         while True:

@@ -58,6 +58,8 @@ def test_other_transport_keys_parse() -> None:
         ("popen//execmodel=eventlet", "'execmodel' is one of"),
         ("popen//connect_timeout=soon", "'connect_timeout' wants seconds"),
         ("popen//env:=1", "'env:' without a variable name"),
+        ("popen//max_frame=1MiB", "'max_frame' wants a size in bytes"),
+        ("popen//max_frame=100", "'max_frame' wants a size in bytes of at least 4096"),
     ],
 )
 def test_bad_specs_name_the_key(text: str, names: str) -> None:
