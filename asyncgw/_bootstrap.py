@@ -4,7 +4,8 @@ Two stages. The command line carries a tiny loader (``python -c LOADER``)
 that reads a length-prefixed second stage from stdin and executes it; the
 second stage installs ``_wire`` and ``_worker`` as modules of a private
 package ``_asyncgw_remote`` (so an asyncgw installed remotely, of whatever
-version, is never touched) and calls ``main(config)``. Only the loader
+version, is never touched) and calls ``main(config)`` — of ``_worker``, or
+of ``_forkserver`` for an interpreter that forks popen workers. Only the loader
 crosses a shell, which keeps quoting trivial for ssh and cmd transports.
 """
 
@@ -34,7 +35,8 @@ _package = type(sys)({package!r})
 _package.__path__ = []
 sys.modules[{package!r}] = _package
 _install({package!r} + '._wire', {wire!r})
-_install({package!r} + '._worker', {worker!r}).main({config!r})
+_install({package!r} + '._worker', {worker!r})
+{extra}sys.modules[{package!r} + '.' + {entry!r}].main({config!r})
 """
 
 
@@ -44,12 +46,18 @@ def module_source(module: str) -> str:
     return (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
 
 
-def bootstrap_payload(config: dict[str, Any]) -> bytes:
-    """The bytes to write to a fresh interpreter's stdin after ``LOADER``."""
+def bootstrap_payload(config: dict[str, Any], *, forkserver: bool = False) -> bytes:
+    """The bytes to write to a fresh interpreter's stdin after ``LOADER``:
+    they make it a worker, or with ``forkserver`` a fork server for workers."""
+    extra = ""
+    if forkserver:
+        extra = f"_install({_PACKAGE!r} + '._forkserver', {module_source('_forkserver')!r})\n"
     stage2 = _STAGE2.format(
         package=_PACKAGE,
         wire=module_source("_wire"),
         worker=module_source("_worker"),
+        extra=extra,
+        entry="_forkserver" if forkserver else "_worker",
         config=config,
     ).encode("utf-8")
     return b"%010d" % len(stage2) + stage2

@@ -197,7 +197,7 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
         "max_frame": gateway._router.max_frame,
     }
     timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-    context = OpenContext(group=group)
+    context = OpenContext(group=group, config=config)
     transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
     gateway._transport = gateway._router.transport = transport
     try:

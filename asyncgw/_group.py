@@ -8,6 +8,8 @@ An id is reserved from the moment a gateway starts opening, so concurrent
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any
@@ -17,10 +19,13 @@ from ._errors import SpecError
 from ._gateway import Gateway, open_gateway
 from ._spec import XSpec
 from ._tasks import run_all
+from .transports.forkserver import ForkServer, forkserver_key
 
 __all__ = ["Group", "default_group", "makegateway"]
 
 SpecLike = XSpec | str
+
+log = logging.getLogger("asyncgw")
 
 
 class Group:
@@ -45,6 +50,8 @@ class Group:
         self._autoidcounter = 0
         self.defaultspec = defaultspec
         self.exit_timeout = exit_timeout
+        # popen interpreter -> its fork server (None if it could not start)
+        self._forkservers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
 
     def __repr__(self) -> str:
         return f"<Group {[gw.id for gw in self._gateways]!r}>"
@@ -117,6 +124,7 @@ class Group:
         except BaseException:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             raise
+        forkservers = self._start_forkservers(reserved)
         started: list[Gateway] = []
 
         async def make(spec: XSpec) -> Gateway:
@@ -130,6 +138,7 @@ class Group:
         except BaseException:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             await run_all(gateway.kill() for gateway in started)
+            await self._close_forkservers(forkservers)
             raise
         order = [spec.id for spec in reserved]
         return sorted(started, key=lambda gateway: order.index(gateway.id))
@@ -154,6 +163,45 @@ class Group:
         finally:
             self._reserved.discard(spec.id)
 
+    # -- fork servers
+
+    def _start_forkservers(self, specs: list[XSpec]) -> list[tuple[str, ...]]:
+        """Start a fork server for each interpreter that several of ``specs``
+        start as popen workers (later popen workers of it fork too); return
+        the interpreters whose fork servers were started."""
+        wanted = Counter(key for spec in specs if (key := forkserver_key(spec)))
+        started = [
+            key for key, count in wanted.items() if count > 1 and key not in self._forkservers
+        ]
+        for key in started:
+            self._forkservers[key] = asyncio.ensure_future(_start_forkserver(key))
+        return started
+
+    async def forkserver_for(self, spec: XSpec) -> ForkServer | None:
+        """The fork server to fork ``spec``'s worker from, if there is one."""
+        key = forkserver_key(spec)
+        task = self._forkservers.get(key) if key else None
+        if task is None:
+            return None
+        server = await asyncio.shield(task)
+        return None if server is None or server.lost else server
+
+    async def _close_forkservers(self, keys: list[tuple[str, ...]] | None = None) -> None:
+        """Close the fork servers of ``keys`` (default: all); not their workers."""
+        keys = list(self._forkservers) if keys is None else keys
+        tasks = [self._forkservers.pop(key) for key in keys if key in self._forkservers]
+        try:
+            servers = [server for server in await run_all(tasks) if server is not None]
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        try:
+            await run_all(server.close() for server in servers)
+        except BaseException:
+            await asyncio.shield(run_all(server.close(kill=True) for server in servers))
+            raise
+
     def remote_exec(
         self, source: str | ModuleType | Callable[..., Any], **kwargs: Any
     ) -> MultiChannel:
@@ -169,13 +217,26 @@ class Group:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        for wave in _proxies_last(list(self._gateways)):
-            left = None if deadline is None else max(0.0, deadline - loop.time())
-            await run_all(gateway.exit(left) for gateway in wave)
+        try:
+            for wave in _proxies_last(list(self._gateways)):
+                left = None if deadline is None else max(0.0, deadline - loop.time())
+                await run_all(gateway.exit(left) for gateway in wave)
+        finally:
+            await self._close_forkservers()
 
     def _remove(self, gateway: Gateway) -> None:
         if gateway in self._gateways:
             self._gateways.remove(gateway)
+
+
+async def _start_forkserver(argv: tuple[str, ...]) -> ForkServer | None:
+    """A fork server for ``argv``, or None: its workers then start afresh
+    (and fail, if they must, with the errors of a direct start)."""
+    try:
+        return await ForkServer.start(list(argv))
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        log.debug("no fork server for %s: %s", argv[0], exc)
+        return None
 
 
 def _proxies_last(gateways: list[Gateway]) -> list[list[Gateway]]:

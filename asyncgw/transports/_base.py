@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .._group import Group
@@ -23,9 +23,12 @@ __all__ = ["OpenContext", "StreamSink", "Transport", "TransportFactory"]
 @dataclass(frozen=True)
 class OpenContext:
     """What a transport may need besides its spec: ``group``, the group the
-    new gateway joins (a ``via=`` spec names one of its members)."""
+    new gateway joins (a ``via=`` spec names one of its members, popen forks
+    from its fork server); ``config``, what the bootstrap tells the worker
+    (a forked worker is told it directly)."""
 
     group: Group | None = None
+    config: dict[str, Any] | None = None
 
 
 class StreamSink(Protocol):

@@ -1,0 +1,316 @@
+"""Fork servers: popen workers forked from an interpreter started once.
+
+A :class:`~asyncgw.Group` asked for several popen gateways of one
+interpreter at once starts a fork server for it (``_forkserver`` runs
+there) and has every popen worker of that interpreter forked from it, for
+as long as the group lives: a fork costs about 2 ms where a fresh
+interpreter costs tens. A forked worker is indistinguishable to its
+gateway: its own session and process group, pipes for stdin, stdout and
+stderr, the same config applied after start. Its parent is the fork
+server, which reaps it and reports its exit status; should the fork server
+die first, a pidfd tells when the worker is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import socket
+from typing import TYPE_CHECKING, Any
+
+from .._bootstrap import bootstrap_payload
+from .._wire import (
+    CLOSE_ERROR,
+    DATA,
+    HELLO,
+    MAGIC,
+    FrameDecoder,
+    ProtocolError,
+    dumps,
+    encode_frame,
+    loads,
+)
+from ._base import StreamSink
+from .popen import PopenTransport, _Protocol
+
+if TYPE_CHECKING:
+    from .._spec import XSpec
+
+__all__ = ["ForkServer"]
+
+#: Seconds a fork server has to greet us before its interpreter is given up.
+START_TIMEOUT = 30.0
+#: Seconds a closed fork server has to exit before it is killed.
+EXIT_TIMEOUT = 5.0
+
+
+class ForkServer:
+    """One started interpreter that forks workers; see the module doc."""
+
+    def __init__(self, process: asyncio.subprocess.Process, control: socket.socket) -> None:
+        self._process = process
+        self._control = control
+        self._loop = asyncio.get_running_loop()
+        self._decoder = FrameDecoder()
+        self._lock = asyncio.Lock()  # one request in flight: replies need no matching
+        self._reply: asyncio.Future[int] | None = None
+        self._requests = 0
+        self._children: dict[int, _ForkedProcess] = {}
+        self._exit_codes: dict[int, int] = {}  # reaped before we knew the pid
+        self.lost = False
+
+    @classmethod
+    async def start(cls, argv: list[str]) -> ForkServer:
+        """Start ``argv`` (a ``python_argv``) as a fork server.
+
+        :raises OSError: if it cannot be executed.
+        :raises ConnectionError: if it does not come up as a fork server.
+        """
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=theirs.fileno(),
+                stdout=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        server = cls(process, ours)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await server._greet()
+        except BaseException:
+            await server.close(kill=True)
+            raise
+        return server
+
+    async def _greet(self) -> None:
+        """Send the bootstrap; wait for MAGIC and a HELLO that says "fork server"
+        (an interpreter that is something else must not be sent requests)."""
+        loop = self._loop
+        await loop.sock_sendall(self._control, bootstrap_payload({}, forkserver=True))
+        refused = ConnectionError("the interpreter did not answer as a fork server")
+        received = b""
+        frames: list[tuple[int, int, bytes]] = []
+        while not frames:
+            chunk = await loop.sock_recv(self._control, 4096)
+            if not chunk:
+                raise refused
+            received += chunk
+            if not received.startswith(MAGIC[: len(received)]):
+                raise refused
+            with contextlib.suppress(ProtocolError):  # refused below
+                frames = FrameDecoder().feed(received[len(MAGIC) :])
+            if len(received) > 4096:
+                break
+        try:
+            msgtype, _, payload = frames[0]
+            assert msgtype == HELLO and loads(payload)["forkserver"] is True
+        except Exception:
+            raise refused from None
+        self._decoder.feed(received[len(MAGIC) :])  # past the HELLO
+        loop.add_reader(self._control.fileno(), self._on_readable)
+
+    # -- forking
+
+    async def fork(self, config: dict[str, Any], sink: StreamSink) -> PopenTransport:
+        """A worker with ``config``, forked; cancelling kills it."""
+        task = asyncio.ensure_future(self._fork(config, sink))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await (await task).kill()
+            raise
+
+    async def _fork(self, config: dict[str, Any], sink: StreamSink) -> PopenTransport:
+        pipes = [os.pipe() for _ in range(3)]  # stdin, stdout, stderr
+        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
+        ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
+        try:
+            async with self._lock:
+                if self.lost:
+                    raise ConnectionError("the fork server is gone")
+                self._requests += 1
+                self._reply = self._loop.create_future()
+                frame = encode_frame(DATA, self._requests, dumps(config))
+                socket.send_fds(self._control, [frame], theirs)
+                for fd in theirs:
+                    os.close(fd)
+                theirs = []
+                pid = await self._reply
+        except BaseException:
+            for fd in theirs + ours:
+                os.close(fd)
+            raise
+        process = _ForkedProcess(pid)
+        self._children[pid] = process
+        if pid in self._exit_codes:  # it was gone before its pid came back
+            process.exited(self._exit_codes.pop(pid))
+        return await process.connect(sink, ours)
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._control.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._on_lost()
+            return
+        for msgtype, ident, payload in self._decoder.feed(data):
+            if ident == 0:  # a worker ended
+                pid, code = loads(payload)
+                child = self._children.pop(pid, None)
+                if child is None:
+                    self._exit_codes[pid] = code
+                else:
+                    child.exited(code)
+            elif self._reply is not None and not self._reply.done():
+                if msgtype == CLOSE_ERROR:
+                    message = payload.decode("utf-8", "replace")
+                    self._reply.set_exception(OSError(f"the fork server cannot fork: {message}"))
+                else:
+                    self._reply.set_result(loads(payload))
+
+    def _on_lost(self) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        self._loop.remove_reader(self._control.fileno())
+        if self._reply is not None and not self._reply.done():
+            self._reply.set_exception(ConnectionError("the fork server is gone"))
+        for child in self._children.values():
+            child.watch_pidfd()  # nobody reports their exit now
+        self._children.clear()
+
+    async def close(self, *, kill: bool = False) -> None:
+        """End the fork server (not its workers) and wait until it is gone."""
+        self._on_lost()
+        self._control.close()
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+        try:
+            async with asyncio.timeout(EXIT_TIMEOUT):
+                await self._process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+            await self._process.wait()
+
+
+class _ForkedProcess:
+    """What :class:`PopenTransport` needs of an ``asyncio.SubprocessTransport``,
+    for a process that is not our child."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._returncode: int | None = None
+        self._protocol: _Protocol | None = None
+        self._pipes: dict[int, asyncio.BaseTransport] = {}
+        self._pidfd: int | None = None
+
+    async def connect(self, sink: StreamSink, fds: list[int]) -> PopenTransport:
+        loop = asyncio.get_running_loop()
+        protocol = self._protocol = _Protocol(sink)
+        modes = ("wb", "rb", "rb")
+        pipes = [os.fdopen(fd, mode, buffering=0) for fd, mode in zip(fds, modes, strict=True)]
+        try:
+            self._pipes[0], _ = await loop.connect_write_pipe(
+                lambda: _WritePipe(protocol), pipes[0]
+            )
+            for fd in (1, 2):
+                self._pipes[fd], _ = await loop.connect_read_pipe(
+                    functools.partial(_ReadPipe, protocol, fd), pipes[fd]
+                )
+        except BaseException:
+            for pipe in pipes:
+                pipe.close()
+            raise
+        if self._returncode is not None:
+            protocol.process_exited()
+        return PopenTransport(self, protocol)  # type: ignore[arg-type]
+
+    def exited(self, code: int) -> None:
+        self._returncode = code
+        self._stop_watching()
+        if self._protocol is not None:
+            self._protocol.process_exited()
+
+    def watch_pidfd(self) -> None:
+        """Learn of the exit from the kernel (the fork server cannot tell us)."""
+        if self._returncode is not None:
+            return
+        try:
+            self._pidfd = os.pidfd_open(self._pid)
+        except ProcessLookupError:
+            self.exited(-1)
+            return
+        asyncio.get_running_loop().add_reader(self._pidfd, self.exited, -1)
+
+    def _stop_watching(self) -> None:
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+    # -- as asyncio.SubprocessTransport
+
+    def get_pid(self) -> int:
+        return self._pid
+
+    def get_returncode(self) -> int | None:
+        return self._returncode
+
+    def get_pipe_transport(self, fd: int) -> asyncio.BaseTransport | None:
+        return self._pipes.get(fd)
+
+    def close(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.close()
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self._pid, signal.SIGKILL)
+
+
+class _WritePipe(asyncio.Protocol):
+    def __init__(self, protocol: _Protocol) -> None:
+        self._protocol = protocol
+
+    def pause_writing(self) -> None:
+        self._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._protocol.resume_writing()
+
+
+class _ReadPipe(asyncio.Protocol):
+    def __init__(self, protocol: _Protocol, fd: int) -> None:
+        self._protocol = protocol
+        self._fd = fd
+
+    def data_received(self, data: bytes) -> None:
+        self._protocol.pipe_data_received(self._fd, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._protocol.pipe_connection_lost(self._fd, exc)
+
+
+def forkserver_key(spec: XSpec) -> tuple[str, ...] | None:
+    """Specs with equal keys can share a fork server; None: never forked."""
+    if spec.transport != "popen":
+        return None
+    from .popen import popen_argv
+
+    return tuple(popen_argv(spec))

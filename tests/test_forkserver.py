@@ -1,0 +1,117 @@
+"""Fork servers: several popen gateways of one interpreter are forked from
+an interpreter started once, and behave exactly like freshly started ones."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import asyncgw
+
+from .conftest import PYTHON39, wait_gone
+
+pytestmark = pytest.mark.anyio
+
+WHO = """
+import os
+channel.send((os.getpid(), os.getppid(), os.getsid(0), os.getcwd(), os.environ.get("MARK")))
+"""
+
+
+async def who(gw: asyncgw.Gateway) -> tuple[int, int, int, str, str | None]:
+    return tuple(await gw.remote_exec(WHO).receive(timeout=10))  # type: ignore[return-value]
+
+
+async def test_a_batch_of_popen_workers_is_forked_from_one_server(
+    group: asyncgw.Group, tmp_path: Path
+) -> None:
+    specs = [f"popen//chdir={tmp_path / str(n)}//env:MARK=m{n}" for n in range(3)]
+    gws = await group.makegateways(specs)
+    answers = [await who(gw) for gw in gws]
+    server = {ppid for _, ppid, _, _, _ in answers}
+    assert len(server) == 1 and server != {os.getpid()}, answers
+    for n, (pid, _, sid, cwd, mark) in enumerate(answers):
+        assert pid == gws[n].remote_pid
+        assert sid == pid  # a session of its own, as a started worker has
+        assert (cwd, mark) == (str(tmp_path / str(n)), f"m{n}")  # config applied
+    # A later gateway of the same interpreter is forked too.
+    later = await who(await group.makegateway("popen"))
+    assert later[1] in server
+    # A different interpreter gets no fork server from a single start.
+    other = await group.makegateway(f"popen//python={sys.executable} -X dev")
+    assert (await who(other))[1] == os.getpid()
+    server_pid = server.pop()
+    await group.terminate(timeout=5)
+    await wait_gone([server_pid, *(answer[0] for answer in answers), later[0]])
+
+
+async def test_forked_workers_report_their_exit_status_and_stderr(group: asyncgw.Group) -> None:
+    gws = await group.makegateways(["popen"] * 2)
+    channel = gws[0].remote_exec("import os, sys; sys.stderr.write('last words\\n'); os._exit(7)")
+    with pytest.raises(asyncgw.GatewayLost, match=r"exit status 7.*last words"):
+        await channel.receive(timeout=10)
+    assert await gws[1].remote_exec("channel.send(1)").receive(timeout=10) == 1
+
+
+async def test_killed_fork_server_leaves_working_gateways_and_starts_afresh(
+    group: asyncgw.Group,
+) -> None:
+    gws = await group.makegateways(["popen"] * 2)
+    server_pid = (await who(gws[0]))[1]
+    os.kill(server_pid, signal.SIGKILL)
+    await wait_gone([server_pid])
+    # Its workers go on; their end is noticed without the server (pidfd).
+    assert await gws[1].remote_exec("channel.send(2)").receive(timeout=10) == 2
+    fresh = await group.makegateway("popen")
+    assert (await who(fresh))[1] == os.getpid()
+    async with asyncio.timeout(10):
+        await group.terminate(timeout=2)
+    await wait_gone([gw.remote_pid for gw in [*gws, fresh]])
+
+
+async def test_a_fork_server_that_cannot_start_gives_the_direct_error() -> None:
+    async with asyncgw.Group() as group:
+        with pytest.raises(asyncgw.HostNotFound, match="/nonexistent/python"):
+            await group.makegateways(["popen//python=/nonexistent/python"] * 2)
+        assert len(group) == 0
+
+
+@pytest.mark.skipif(not os.path.exists(PYTHON39), reason="no Python 3.9 on this machine")
+async def test_fork_server_on_the_oldest_supported_python(group: asyncgw.Group) -> None:
+    gws = await group.makegateways([f"popen//python={PYTHON39}"] * 2)
+    info = [await gw.remote_info() for gw in gws]
+    assert [tuple(i.version_info[:2]) for i in info] == [(3, 9), (3, 9)]
+    assert (await who(gws[0]))[1] == (await who(gws[1]))[1] != os.getpid()
+
+
+def test_server_and_forked_workers_exit_when_the_local_process_is_killed() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, os, signal
+        import asyncgw
+
+        async def main():
+            group = asyncgw.Group()
+            gws = await group.makegateways(["popen"] * 3)
+            gws[0].remote_exec("import time; time.sleep(1000)")
+            server = await gws[1].remote_exec("import os; channel.send(os.getppid())").receive()
+            print(server, *[gw.remote_pid for gw in gws], flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        asyncio.run(main())
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    pids = [int(pid) for pid in proc.stdout.split()]
+    assert len(pids) == 4
+    asyncio.run(wait_gone(pids))
