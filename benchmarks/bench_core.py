@@ -352,6 +352,77 @@ async def bench_start(config: Config, count: int) -> Result:
     )
 
 
+# -- memory: what an idle gateway costs on each side
+
+
+#: Gateways opened by one memory sample.
+MEMORY_GATEWAYS = 8
+
+#: Run in a fresh interpreter per sample (so earlier workloads' heap does not
+#: hide the growth): opens MEMORY_GATEWAYS idle popen gateways with one
+#: finished remote_exec each and prints, in MiB, the local RSS growth per
+#: gateway (KiB) and the median RSS of the workers (MiB, their own processes).
+MEMORY_CHILD = """\
+import asyncio, json, statistics, sys
+import psutil
+which, count = sys.argv[1], int(sys.argv[2])
+me = psutil.Process()
+MIB = 1 << 20
+
+def measure(pids, before):
+    local = (me.memory_info().rss - before) / count / 1024
+    remote = statistics.median(psutil.Process(pid).memory_info().rss / MIB for pid in pids)
+    print(json.dumps([local, remote]))
+
+if which == "execnet":
+    import execnet
+    group = execnet.Group()
+    before = me.memory_info().rss
+    gws = [group.makegateway("popen") for _ in range(count)]
+    pids = [gw.remote_exec("import os; channel.send(os.getpid())").receive() for gw in gws]
+    measure(pids, before)
+    group.terminate(timeout=10)
+else:
+    import asyncgw
+
+    async def main():
+        async with asyncgw.Group() as group:
+            before = me.memory_info().rss
+            gws = await group.makegateways(["popen"] * count)
+            for gw in gws:
+                await gw.remote_exec("channel.send(1)").receive()
+            measure([gw.remote_pid for gw in gws], before)
+
+    asyncio.run(main())
+"""
+
+
+def memory_sample(which: str) -> tuple[float, float]:
+    output = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, which, str(MEMORY_GATEWAYS)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    local, remote = json.loads(output)
+    return local, remote
+
+
+async def bench_memory(config: Config) -> list[Result]:
+    local = Result(f"memory: local RSS per idle popen gateway ({MEMORY_GATEWAYS})", "KiB", False)
+    remote = Result("memory: RSS of an idle popen worker", "MiB", higher_is_better=False)
+    for name in ("asyncgw", "execnet"):
+        local.samples[name], remote.samples[name] = [], []
+    for round_ in range(config.warmup + config.steady_reps):
+        for name in ("asyncgw", "execnet")[:: 1 if round_ % 2 else -1]:
+            sample = await asyncio.to_thread(memory_sample, name)
+            if round_ >= config.warmup:
+                local.samples[name].append(sample[0])
+                remote.samples[name].append(sample[1])
+    return [local, remote]
+
+
 # -- 3: round-trip latency
 
 
@@ -528,6 +599,9 @@ async def run_all(config: Config, progress: Callable[[str], None]) -> list[Resul
         started = time.perf_counter()
         results.append(await bench())
         progress(f"  {label}: {time.perf_counter() - started:.1f}s")
+    started = time.perf_counter()
+    results += await bench_memory(config)
+    progress(f"  memory: {time.perf_counter() - started:.1f}s")
     return results
 
 
