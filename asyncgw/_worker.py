@@ -101,6 +101,9 @@ class Channel:
         self.gateway = worker.handle
         self._cond = threading.Condition(threading.Lock())
         self._items: deque[tuple[Any, int]] = deque()  # (value, encoded size)
+        # Receivers about to check for items or waiting (changed under _cond):
+        # while there are none, a delivery appends without taking the lock.
+        self._waiting = 0
         self._remote_closed = False  # the local side closed the channel
         self._input_ended = False  # no more values will come (closed, or terminating)
         self._error: str | None = None
@@ -130,10 +133,18 @@ class Channel:
         if callback is not None:
             callback(self._take(item))
             return
-        with self._cond:
-            self._items.append(item)
-            self._cond.notify()
-            self._wake()
+        self._items.append(item)
+        # A receiver counts itself under the lock before it looks at _items,
+        # so either it sees this item or this sees it: no wakeup is lost.
+        if self._waiting:
+            with self._cond:
+                self._cond.notify()
+                self._wake()
+        elif self._callback is not None:  # set meanwhile, after it took the queue
+            with self._cond:
+                missed, self._items = list(self._items), deque()
+            for item in missed:
+                self._callback(self._take(item))
 
     def _on_remote_close(self, error: str | None) -> None:
         self._remote_closed = True
@@ -192,14 +203,22 @@ class Channel:
         :raises RemoteError: when the other side closed it with an error.
         :raises TimeoutError: if nothing arrived within ``timeout`` seconds.
         """
+        try:
+            return self._take(self._items.popleft())  # no lock while values wait
+        except IndexError:
+            pass
         with self._cond:
-            item = self._pop()
-            while item is None:
-                if not self._cond.wait(timeout):
-                    raise builtins.TimeoutError(
-                        "no value on channel %d within %ss" % (self.id, timeout)
-                    )
+            self._waiting += 1
+            try:
                 item = self._pop()
+                while item is None:
+                    if not self._cond.wait(timeout):
+                        raise builtins.TimeoutError(
+                            "no value on channel %d within %ss" % (self.id, timeout)
+                        )
+                    item = self._pop()
+            finally:
+                self._waiting -= 1
         return self._take(item)
 
     def __iter__(self) -> Channel:
@@ -307,11 +326,19 @@ class AsyncChannel:
 
     async def receive(self) -> Any:
         channel = self._channel
+        try:
+            return channel._take(channel._items.popleft())  # as Channel.receive
+        except IndexError:
+            pass
         with channel._cond:
-            item = channel._pop()
-            while item is None:
-                await self._wait()
+            channel._waiting += 1
+            try:
                 item = channel._pop()
+                while item is None:
+                    await self._wait()
+                    item = channel._pop()
+            finally:
+                channel._waiting -= 1
         return channel._take(item)
 
     def __aiter__(self) -> AsyncChannel:
