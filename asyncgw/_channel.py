@@ -295,11 +295,15 @@ class Channel:
     async def send_encoded(self, payload: bytes) -> None:
         """Send a payload made by :meth:`encode`; the second half of ``send``.
         Cancelling the wait sends nothing."""
-        while not self.send_encoded_nowait(payload):
+        while True:
+            # Wait for the transport before queueing, not after: a send
+            # cancelled while it waits has then sent nothing.
+            if self._router._writable is not None:
+                await self._router.drain()
+            if self.send_encoded_nowait(payload):
+                return
             self._credit = self._loop.create_future()
             await self._credit
-        if self._router._writable is not None:
-            await self._router.drain()
 
     def send_encoded_nowait(self, payload: bytes) -> bool:
         """Queue ``payload`` for writing if the remote window has room for

@@ -133,7 +133,9 @@ async def test_cancelling_terminate_still_kills(group: asyncgw.Group) -> None:
     assert await channel.receive() == "ready"
     pid = gw.remote_pid
     task = asyncio.create_task(group.terminate(timeout=None))
-    await asyncio.sleep(0.05)
+    async with asyncio.timeout(10):
+        while gw.is_alive:  # noqa: ASYNC110 - until terminate has asked it to exit
+            await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -182,7 +184,9 @@ async def test_blocked_sender_fails_when_gateway_dies(group: asyncgw.Group) -> N
             await channel.send(chunk)
 
     sender = asyncio.create_task(flood())
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):  # until the window is full and the sender waits
+        while channel._credit is None or channel._credit.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
     assert not sender.done()  # blocked by the window, not failing
     assert gw.remote_pid is not None
     os.kill(gw.remote_pid, signal.SIGKILL)
