@@ -178,10 +178,17 @@ class _Outbox:
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
 
-    def put(self, payload: bytes) -> None:
+    def put(self, payload: bytes, timeout: float | None = None) -> None:
+        """Queue ``payload``; block while the outbox is full, at most
+        ``timeout`` seconds (then raise ``TimeoutError``, nothing queued)."""
         with self._cond:
-            while self._queued >= OUTBOX_LIMIT and self._error is None:
-                self._cond.wait()
+            if not self._cond.wait_for(
+                lambda: self._queued < OUTBOX_LIMIT or self._error is not None, timeout
+            ):
+                raise TimeoutError(
+                    f"channel {self._channel.id}: the remote side did not take"
+                    f" values for {timeout}s (its window is full); nothing was sent"
+                )
             if self._error is not None:
                 raise self._error
             self._pending.append(payload)
@@ -272,13 +279,15 @@ class Channel:
     def __repr__(self) -> str:
         return repr(self._channel)
 
-    def send(self, item: object) -> None:
-        """Send ``item``; blocks only while the remote window is full.
+    def send(self, item: object, timeout: float | None = None) -> None:
+        """Send ``item``; blocks only while the remote window is full, at
+        most ``timeout`` seconds (None: as long as it takes).
 
         :raises DumpError: at once, for a type the wire cannot carry.
         :raises ChannelClosed: (an ``OSError`` in execnet) if closed.
+        :raises TimeoutError: if the window stayed full; nothing was sent.
         """
-        self._outbox.put(self._channel.encode(item))
+        self._outbox.put(self._channel.encode(item), timeout)
 
     def receive(self, timeout: float | None = None) -> Any:
         """The next value; blocks up to ``timeout`` seconds (None: forever).

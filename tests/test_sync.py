@@ -297,3 +297,27 @@ def test_facade_channels_are_the_core_channels(group: execnet.Group) -> None:
     assert isinstance(received._channel, asyncgw.Channel)
     assert received.gateway is gw
     assert os.getpid() != gw._rinfo().pid
+
+
+def test_send_to_a_remote_that_does_not_read_blocks_up_to_its_timeout(
+    group: execnet.Group,
+) -> None:
+    """Back-pressure through the facade: a full window blocks ``send``; with
+    a timeout it gives up having sent nothing, and the channel goes on."""
+    gw = group.makegateway("popen")
+    control = gw.remote_exec(
+        "data = channel.receive(); channel.receive()\n"
+        "channel.send(sum(len(item) for item in iter(data.receive, None)))"
+    )
+    data = gw.newchannel()
+    control.send(data)
+    chunk = b"x" * (256 * 1024)
+    sent = 0
+    with pytest.raises(execnet.TimeoutError, match="nothing was sent"):
+        for _ in range(1000):  # 250 MiB: far beyond window and outbox
+            data.send(chunk, timeout=0.5)
+            sent += 1
+    assert 8 <= sent * len(chunk) // (1024 * 1024) <= 16  # window (8 MiB) plus outbox
+    control.send("go")
+    data.send(None)
+    assert control.receive(timeout=30) == sent * len(chunk)
