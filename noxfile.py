@@ -51,3 +51,20 @@ def bench_ssh(session: nox.Session) -> None:
     """ssh gateways beside execnet's ssh= over a loopback sshd (needs root and sshd)."""
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/bench_ssh.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_scaling(session: nox.Session) -> None:
+    """Time and memory for 1-128 gateways and 1-10 000 channels, with a PNG plot."""
+    session.install("-e", ".[bench]", "matplotlib")
+    session.run(
+        "python", "benchmarks/bench_scaling.py", "--plot", "docs/scaling.png", *session.posargs
+    )
+
+
+@nox.session(python="3.11")
+def fuzz(session: nox.Session) -> None:
+    """Coverage-guided fuzzing of the wire decoders (``-- -max_total_time=600``)."""
+    session.install("-e", ".", "atheris")
+    args = session.posargs or ["-max_total_time=300"]
+    session.run("python", "fuzzing/fuzz_wire.py", "-max_len=4096", *args, "fuzzing/corpus")
