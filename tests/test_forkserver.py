@@ -115,3 +115,12 @@ def test_server_and_forked_workers_exit_when_the_local_process_is_killed() -> No
     pids = [int(pid) for pid in proc.stdout.split()]
     assert len(pids) == 4
     asyncio.run(wait_gone(pids))
+
+
+async def test_forked_main_thread_only_workers_run_code_on_their_main_thread(
+    group: asyncgw.Group,
+) -> None:
+    gws = await group.makegateways(["popen//execmodel=main_thread_only"] * 2)
+    code = "import threading; channel.send(threading.current_thread() is threading.main_thread())"
+    assert [await gw.remote_exec(code).receive(timeout=10) for gw in gws] == [True, True]
+    assert (await who(gws[0]))[1] == (await who(gws[1]))[1] != os.getpid()

@@ -260,7 +260,9 @@ def test_script_that_never_terminates_leaves_no_child(tmp_path: Path, python: st
             group = execnet.Group(["popen"] * 3)
             group[0].remote_exec("import time; time.sleep(1000)")
             gw = execnet.makegateway()
-            print(*[g._gateway.remote_pid for g in group], gw._gateway.remote_pid, flush=True)
+            forkserver = group[1].remote_exec("import os; channel.send(os.getppid())").receive()
+            pids = [g._gateway.remote_pid for g in group] + [gw._gateway.remote_pid, forkserver]
+            print(*pids, flush=True)
             """
         )
     )
@@ -279,7 +281,7 @@ def test_script_that_never_terminates_leaves_no_child(tmp_path: Path, python: st
     assert "can't create new thread" not in proc.stderr
     assert "Exception ignored" not in proc.stderr
     pids = [int(pid) for pid in proc.stdout.split()]
-    assert len(pids) == 4
+    assert len(pids) == 5  # 4 workers and the fork server of the group's 3
     deadline = time.monotonic() + 10
     while any(
         psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
