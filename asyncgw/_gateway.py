@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import logging
 import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from .transports import Transport
 
 __all__ = ["Gateway", "open_gateway"]
+
+log = logging.getLogger("asyncgw")
 
 #: Seconds a new interpreter has to greet us unless the spec says otherwise.
 DEFAULT_CONNECT_TIMEOUT = 60.0
@@ -174,6 +177,22 @@ class Gateway:
         await self._router.closed.wait()
 
 
+async def _fork(
+    spec: XSpec, sink: Router, config: dict[str, Any], group: Group | None
+) -> Transport | None:
+    """The worker forked from the group's fork server for ``spec``, if it has
+    one (a forked worker is told its config directly: no bootstrap is made,
+    which for many gateways started at once is most of their memory)."""
+    server = None if group is None else await group.forkserver_for(spec)
+    if server is None:
+        return None
+    try:
+        return await server.fork(config, sink)
+    except (OSError, ConnectionError) as exc:  # the fork server broke: start afresh
+        log.warning("fork server for %s failed (%s); starting the worker afresh", spec, exc)
+        return None
+
+
 async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_WINDOW) -> Gateway:
     """Start the interpreter ``spec`` names and return its gateway once the
     worker has greeted us.
@@ -197,8 +216,10 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
         "max_frame": gateway._router.max_frame,
     }
     timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-    context = OpenContext(group=group, config=config)
-    transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
+    context = OpenContext(group=group)
+    transport = await _fork(spec, gateway._router, config, group)
+    if transport is None:
+        transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
     gateway._transport = gateway._router.transport = transport
     try:
         async with asyncio.timeout(timeout):

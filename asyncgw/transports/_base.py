@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from .._group import Group
@@ -23,12 +23,9 @@ __all__ = ["OpenContext", "StreamSink", "Transport", "TransportFactory"]
 @dataclass(frozen=True)
 class OpenContext:
     """What a transport may need besides its spec: ``group``, the group the
-    new gateway joins (a ``via=`` spec names one of its members, popen forks
-    from its fork server); ``config``, what the bootstrap tells the worker
-    (a forked worker is told it directly)."""
+    new gateway joins (a ``via=`` spec names one of its members)."""
 
     group: Group | None = None
-    config: dict[str, Any] | None = None
 
 
 class StreamSink(Protocol):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import logging
 import os
 import shlex
 import signal
@@ -28,8 +27,6 @@ if TYPE_CHECKING:
     from .._spec import XSpec
 
 __all__ = ["PopenTransport", "open_popen", "popen_argv", "start_process"]
-
-log = logging.getLogger("asyncgw")
 
 #: Seconds between SIGTERM and SIGKILL when killing.
 KILL_GRACE = 0.2
@@ -156,19 +153,10 @@ def popen_argv(spec: XSpec) -> list[str]:
 async def open_popen(
     spec: XSpec, sink: StreamSink, bootstrap: bytes, context: OpenContext
 ) -> PopenTransport:
-    """Start ``spec``'s interpreter as a child and send it ``bootstrap`` —
-    or fork the worker from the group's fork server for that interpreter,
-    when it has one.
+    """Start ``spec``'s interpreter as a child and send it ``bootstrap``.
 
     :raises HostNotFound: if the interpreter cannot be executed.
     """
-    if context.group is not None and context.config is not None:
-        server = await context.group.forkserver_for(spec)
-        if server is not None:
-            try:
-                return await server.fork(context.config, sink)
-            except (OSError, ConnectionError) as exc:  # the fork server broke: start afresh
-                log.warning("fork server of %s failed (%s); starting the worker afresh", spec, exc)
     return await start_process(popen_argv(spec), spec, sink, bootstrap)
 
 
