@@ -149,6 +149,7 @@ class Group:
             spec = self.defaultspec
         if not isinstance(spec, XSpec):
             spec = XSpec(spec)
+        spec.validate()
         self.allocate_id(spec)
         assert spec.id is not None
         if spec.id in self._reserved or spec.id in self:

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
+import functools
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["LoopThread", "loop_thread"]
+__all__ = ["LoopThread", "call_blocking", "loop_thread", "run_blocking", "submit"]
 
 T = TypeVar("T")
 
@@ -107,3 +110,78 @@ class LoopThread:
 
 #: The process's one facade loop thread.
 loop_thread = LoopThread()
+
+
+class _Submitter:
+    """Hands work to the loop thread, waking it once per burst: a ``send``
+    followed by a ``receive`` costs one wake-up of the loop, not two."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: deque[Callable[[], None]] = deque()
+
+    def submit(self, work: Callable[[], None]) -> None:
+        with self._lock:
+            self._pending.append(work)
+            wake = len(self._pending) == 1
+        if wake:
+            loop = loop_thread.loop
+            assert loop is not None
+            loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+                work = self._pending.popleft()
+            work()
+
+
+_submitter = _Submitter()
+
+#: Hand a plain callable to the loop thread (batched with others queued).
+submit = _submitter.submit
+
+
+def run_blocking(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Await ``function(*args, **kwargs)`` on the loop thread, blocking.
+
+    If the wait is interrupted (KeyboardInterrupt), the coroutine is
+    cancelled, so that e.g. an interrupted ``receive`` consumes nothing.
+    """
+    loop_thread.portal  # noqa: B018 - starts the loop thread on first use
+    if loop_thread.in_loop_thread():
+        raise RuntimeError("asyncgw.sync cannot block the loop thread (called from a callback?)")
+    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    tasks: list[asyncio.Task[Any]] = []
+
+    def start() -> None:
+        if result.set_running_or_notify_cancel():
+            task = asyncio.ensure_future(function(*args, **kwargs))
+            task.add_done_callback(functools.partial(_settle, result))
+            tasks.append(task)
+
+    submit(start)
+    try:
+        return result.result()
+    except BaseException:
+        if not result.cancel():  # running: cancel the task itself
+            loop = loop_thread.loop
+            assert loop is not None
+            loop.call_soon_threadsafe(lambda: tasks and tasks[0].cancel())
+        raise
+
+
+def _settle(result: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        result.cancel()
+    elif (error := task.exception()) is not None:
+        result.set_exception(error)
+    else:
+        result.set_result(task.result())
+
+
+def call_blocking(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call plain ``function`` on the loop thread (it touches loop state)."""
+    return loop_thread.call_sync(functools.partial(function, *args, **kwargs))

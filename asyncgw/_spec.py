@@ -1,11 +1,15 @@
 """XSpec: execnet's gateway specification strings, ``key=value//key//...``.
 
-A spec is immutable text plus parsed attributes. Parsing checks every key
-against the known ones, so a typo fails here, naming the key, instead of
-being silently ignored by the transport.
+A spec is text plus parsed attributes. Parsing is as permissive as
+execnet's (any key, any order); :meth:`XSpec.validate`, run by
+``makegateway`` before anything starts, checks every key against the known
+ones, so a typo fails there, naming the key, instead of being silently
+ignored by the transport.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from ._errors import SpecError
 
@@ -49,7 +53,13 @@ class XSpec:
     keys are collected in :attr:`env`. ``str(spec)`` is the text it was made
     from; equality and hash go by that text.
 
-    :raises SpecError: for an unknown, duplicate or malformed key, naming it.
+    As in execnet, any key parses (``XSpec("hello=3").hello == "3"``) and
+    the keys may come in any order (``execmodel=main_thread_only//popen``).
+    What a gateway cannot be made from — no transport or two, an unknown
+    key, an unknown execmodel — is refused by :meth:`validate`, which
+    ``makegateway`` calls before it starts anything.
+
+    :raises SpecError: for a duplicate or malformed key, naming it.
     """
 
     popen: bool | None = None
@@ -81,11 +91,14 @@ class XSpec:
             raise SpecError(f"a spec is a string, not {type(string).__name__}")
         self._spec = string
         self.env: dict[str, str] = {}
+        self._extra: list[str] = []  # keys no transport or option knows
         seen: set[str] = set()
         for part in string.split("//"):
             key, sep, value = part.partition("=")
             if not key:
                 raise SpecError(f"empty key in spec {string!r} (a stray '//' or '=')")
+            if key.startswith("_"):
+                raise SpecError(f"key {key!r} in spec {string!r} starts with '_'")
             if key in seen:
                 raise SpecError(f"duplicate key {key!r} in spec {string!r}")
             seen.add(key)
@@ -95,12 +108,9 @@ class XSpec:
                 self.env[key[4:]] = value
                 continue
             if key not in TRANSPORT_KEYS and key not in OPTION_KEYS:
-                if not _is_plugin_transport(key):
-                    raise SpecError(f"unknown key {key!r} in spec {string!r}")
-                self._plugin_key = key
+                self._extra.append(key)
                 setattr(self, key, value if sep else True)
-                continue
-            if key in FLAG_KEYS:
+            elif key in FLAG_KEYS:
                 if sep:
                     raise SpecError(f"key {key!r} takes no value, in spec {string!r}")
                 setattr(self, key, True)
@@ -110,23 +120,20 @@ class XSpec:
                 if not sep or not value:
                     raise SpecError(f"key {key!r} needs a value (={key}...) in spec {string!r}")
                 setattr(self, key, value)
-        self._check(string)
+        self._check_values()
 
-    def _check(self, string: str) -> None:
-        transports = [key for key in self._transport_keys() if getattr(self, key) is not None]
-        if len(transports) > 1:
-            raise SpecError(f"keys {sorted(transports)} each choose a transport; give one")
-        if not transports:
-            raise SpecError(
-                f"spec {string!r} has no transport key (one of {sorted(TRANSPORT_KEYS)})"
-            )
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names never set: absent keys read as None.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return None
+
+    def _check_values(self) -> None:
         if self.nice is not None:
             try:
                 int(self.nice)
             except ValueError:
                 raise SpecError(f"key 'nice' wants an integer, not {self.nice!r}") from None
-        if self.execmodel is not None and self.execmodel not in EXECMODELS:
-            raise SpecError(f"key 'execmodel' is one of {EXECMODELS}, not {self.execmodel!r}")
         if self.max_frame is not None and not (
             self.max_frame.isdigit() and int(self.max_frame) >= MIN_MAX_FRAME
         ):
@@ -142,14 +149,52 @@ class XSpec:
                     f"key 'connect_timeout' wants seconds, not {self.connect_timeout!r}"
                 ) from None
 
+    def validate(self) -> None:
+        """Check that a gateway can be made from this spec.
+
+        :raises SpecError: for no transport key or several, a key that no
+            transport or option knows, or an execmodel other than
+            ``thread`` and ``main_thread_only``; the message names the key.
+        """
+        string = self._spec
+        unknown = [key for key in self._extra if not _is_plugin_transport(key)]
+        if unknown:
+            raise SpecError(
+                f"unknown key {unknown[0]!r} in spec {string!r} (known: "
+                f"{sorted(TRANSPORT_KEYS | OPTION_KEYS)} and env:NAME)"
+            )
+        transports = self._chosen_transports()
+        if len(transports) > 1:
+            raise SpecError(f"keys {sorted(transports)} each choose a transport; give one")
+        if not transports:
+            raise SpecError(
+                f"spec {string!r} has no transport key (one of {sorted(TRANSPORT_KEYS)})"
+            )
+        if self.execmodel is not None and self.execmodel not in EXECMODELS:
+            raise SpecError(f"key 'execmodel' is one of {EXECMODELS}, not {self.execmodel!r}")
+
+    def _chosen_transports(self) -> list[str]:
+        keys = sorted(TRANSPORT_KEYS) + [key for key in self._extra if _is_plugin_transport(key)]
+        chosen = [key for key in keys if self.__dict__.get(key) is not None]
+        # execnet's `popen//via=gw0`: a popen started by the gateway gw0.
+        if "via" in chosen and "popen" in chosen:
+            chosen.remove("popen")
+        return chosen
+
     @property
     def transport(self) -> str:
-        """The transport key of this spec (``'popen'``, ``'ssh'``, ...)."""
-        return next(key for key in self._transport_keys() if getattr(self, key) is not None)
+        """The transport key of this spec (``'popen'``, ``'ssh'``, ``'via'``, ...).
 
-    def _transport_keys(self) -> list[str]:
-        plugin = getattr(self, "_plugin_key", None)
-        return sorted(TRANSPORT_KEYS) + ([plugin] if plugin else [])
+        :raises SpecError: if the spec has no transport key, or several.
+        """
+        transports = self._chosen_transports()
+        if len(transports) != 1:
+            self.validate()
+        return transports[0]
+
+    def _samefilesystem(self) -> bool:
+        """execnet's test: a popen worker without chdir shares our files."""
+        return self.popen is not None and self.chdir is None and self.via is None
 
     def __repr__(self) -> str:
         return f"<XSpec {self._spec!r}>"

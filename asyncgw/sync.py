@@ -24,7 +24,6 @@ main thread runs a loop of its own: we never block *our* loop's thread).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import queue
 import struct
@@ -46,7 +45,9 @@ from ._errors import (
     RemoteError,
     TimeoutError,
 )
-from ._loopthread import loop_thread
+from ._loopthread import call_blocking as _run_sync
+from ._loopthread import loop_thread, submit
+from ._loopthread import run_blocking as _run
 from ._spec import XSpec
 from ._tasks import run_all
 
@@ -77,78 +78,6 @@ NO_ENDMARKER = _channel.NO_ENDMARKER
 
 #: Bytes a channel's senders may queue ahead of the loop before blocking.
 OUTBOX_LIMIT = 1024 * 1024
-
-
-class _Submitter:
-    """Hands work to the loop thread, waking it once per burst: a ``send``
-    followed by a ``receive`` costs one wake-up of the loop, not two."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: deque[Callable[[], None]] = deque()
-
-    def submit(self, work: Callable[[], None]) -> None:
-        with self._lock:
-            self._pending.append(work)
-            wake = len(self._pending) == 1
-        if wake:
-            loop = loop_thread.loop
-            assert loop is not None
-            loop.call_soon_threadsafe(self._run)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                if not self._pending:
-                    return
-                work = self._pending.popleft()
-            work()
-
-
-_submitter = _Submitter()
-
-
-def _run(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Await ``function(*args, **kwargs)`` on the loop thread, blocking.
-
-    If the wait is interrupted (KeyboardInterrupt), the coroutine is
-    cancelled, so that e.g. an interrupted ``receive`` consumes nothing.
-    """
-    loop_thread.portal  # noqa: B018 - starts the loop thread on first use
-    if loop_thread.in_loop_thread():
-        raise RuntimeError("asyncgw.sync cannot block the loop thread (called from a callback?)")
-    result: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    tasks: list[asyncio.Task[Any]] = []
-
-    def start() -> None:
-        if result.set_running_or_notify_cancel():
-            task = asyncio.ensure_future(function(*args, **kwargs))
-            task.add_done_callback(functools.partial(_settle, result))
-            tasks.append(task)
-
-    _submitter.submit(start)
-    try:
-        return result.result()
-    except BaseException:
-        if not result.cancel():  # running: cancel the task itself
-            loop = loop_thread.loop
-            assert loop is not None
-            loop.call_soon_threadsafe(lambda: tasks and tasks[0].cancel())
-        raise
-
-
-def _settle(result: concurrent.futures.Future[Any], task: asyncio.Task[Any]) -> None:
-    if task.cancelled():
-        result.cancel()
-    elif (error := task.exception()) is not None:
-        result.set_exception(error)
-    else:
-        result.set_result(task.result())
-
-
-def _run_sync(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call plain ``function`` on the loop thread (it touches loop state)."""
-    return loop_thread.call_sync(functools.partial(function, *args, **kwargs))
 
 
 # ------------------------------------------------------------------ channels
@@ -197,7 +126,7 @@ class _Outbox:
             if start:
                 self._task = _STARTING
         if start:
-            _submitter.submit(self._start)
+            submit(self._start)
 
     def _start(self) -> None:
         """On the loop: write what the window allows right here; only a

@@ -63,12 +63,47 @@ def test_other_transport_keys_parse() -> None:
     ],
 )
 def test_bad_specs_name_the_key(text: str, names: str) -> None:
+    # Some are refused as they parse, the rest by validate (makegateway).
     with pytest.raises(SpecError, match=names.replace("(", r"\(")):
-        XSpec(text)
+        XSpec(text).validate()
+
+
+def test_parsing_is_as_permissive_as_execnets() -> None:
+    spec = XSpec("hello=3//flag")
+    assert (spec.hello, spec.flag, spec.absent) == ("3", True, None)
+    assert XSpec("execmodel=eventlet").execmodel == "eventlet"
+    with pytest.raises(AttributeError):
+        spec._private  # noqa: B018
+    with pytest.raises(SpecError, match="unknown key 'hello'"):
+        spec.validate()
+
+
+def test_keys_in_any_order_and_popen_via() -> None:
+    spec = XSpec("execmodel=main_thread_only//popen//id=w")
+    spec.validate()
+    assert (spec.transport, spec.execmodel, str(spec)) == (
+        "popen",
+        "main_thread_only",
+        "execmodel=main_thread_only//popen//id=w",
+    )
+    via = XSpec("popen//via=proxy//id=w")
+    via.validate()
+    assert via.transport == "via" and via.popen is True
+
+
+@pytest.mark.anyio
+async def test_makegateway_refuses_before_starting_anything() -> None:
+    from asyncgw import Group
+
+    async with Group() as group:
+        for text, names in [("popen//pyton=python3", "'pyton'"), ("popen//execmodel=gevent", "one of")]:
+            with pytest.raises(SpecError, match=names):
+                await group.makegateway(text)
+        assert len(group) == 0
 
 
 def test_spec_error_is_a_value_error() -> None:
     with pytest.raises(ValueError):
-        XSpec("nonsense")
+        XSpec("nonsense").validate()
     with pytest.raises(SpecError, match="not int"):
         XSpec(42)  # type: ignore[arg-type]
