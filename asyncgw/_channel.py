@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
-from ._errors import ChannelClosed, GatewayLost, RemoteError, TimeoutError
+from ._errors import ChannelClosed, ChannelIOError, GatewayLost, RemoteError, TimeoutError
 from ._tasks import run_all
 from ._wire import (
     ACK,
@@ -93,6 +93,7 @@ class Channel:
         self._credit: asyncio.Future[None] | None = None
         self._callback: Callable[[Any], object] | None = None
         self._endmarker: object = NO_ENDMARKER
+        self._callback_dead = False  # the callback raised: values are dropped
 
     def __repr__(self) -> str:
         state = "closed" if self.isclosed() else "open"
@@ -110,7 +111,8 @@ class Channel:
         except LoadError as exc:
             item = (_Undecodable(exc), len(payload))
         if self._callback is not None:
-            self._run_callback_with(item)
+            if not self._callback_dead:
+                self._run_callback_with(item)
             return
         waiters = self._waiters
         while waiters:
@@ -190,12 +192,12 @@ class Channel:
         :raises TimeoutError: if no value came within ``timeout`` seconds.
         :raises LoadError: if the value's bytes are malformed.
         """
+        if self._callback is not None:
+            raise ChannelIOError(f"cannot receive(): channel {self.id} has a receiver callback")
         if self._items:
             item = self._items.popleft()
         elif self._remote_closed or self._closed:
             raise self._end_error()
-        elif self._callback is not None:
-            raise RuntimeError(f"channel {self.id} has a callback; values go there, not here")
         else:
             waiter: asyncio.Future[_Item] = self._loop.create_future()
             self._waiters.append(waiter)
@@ -247,9 +249,7 @@ class Channel:
         try:
             value = self._take(item)
         except LoadError as exc:
-            log.error("channel %d received a malformed value: %s", self.id, exc)
-            if not self._closed and self._router.lost is None:
-                self.close(f"malformed value: {exc}")
+            self.callback_failed(f"malformed value: {exc}")
             return
         self._run_callback(value)
 
@@ -258,10 +258,20 @@ class Channel:
         try:
             self._callback(item)
         except Exception:
-            formatted = traceback.format_exc()
-            log.error("callback of channel %d failed:\n%s", self.id, formatted)
-            if not self._closed and self._router.lost is None:
-                self.close(formatted)
+            self.callback_failed(traceback.format_exc())
+
+    def callback_failed(self, formatted: str) -> None:
+        """The callback raised (``formatted`` is its traceback): as in
+        execnet, the channel closes with that error, which remote code gets
+        from its ``receive``; here ``waitclose`` raises it as a
+        :class:`RemoteError`; later values are dropped and the endmarker
+        still comes, once. The gateway and its other channels go on."""
+        log.error("callback of channel %d failed:\n%s", self.id, formatted)
+        if self._error is None:
+            self._error = RemoteError(formatted)
+        self._callback_dead = True
+        if not self._closed and self._router.lost is None:
+            self.close(formatted)
 
     # -- sending
 
@@ -271,7 +281,7 @@ class Channel:
         Cancelling the wait sends nothing.
 
         :raises DumpError: if ``item`` holds a type the wire cannot carry.
-        :raises ChannelClosed: if the channel is closed.
+        :raises ChannelIOError: if the channel is closed.
         :raises GatewayLost: if the remote interpreter went away.
         """
         await self.send_encoded(self.encode(item))
@@ -281,7 +291,7 @@ class Channel:
         blocking facade encodes in the caller's thread.
 
         :raises DumpError: if ``item`` holds a type the wire cannot carry.
-        :raises ChannelClosed: if the channel is closed.
+        :raises ChannelIOError: if the channel is closed.
         """
         self._check_sendable()
         return check_frame_size(dumps(item, self._router_id_of), self._router.max_frame)
@@ -290,7 +300,7 @@ class Channel:
         if self._closed or self._remote_closed:
             if isinstance(self._error, GatewayLost):
                 raise self._error
-            raise ChannelClosed(f"cannot send to closed channel {self.id}")
+            raise ChannelIOError(f"cannot send to closed channel {self.id}")
 
     async def send_encoded(self, payload: bytes) -> None:
         """Send a payload made by :meth:`encode`; the second half of ``send``.
@@ -309,7 +319,7 @@ class Channel:
         """Queue ``payload`` for writing if the remote window has room for
         it; return False, having done nothing, if it has not.
 
-        :raises ChannelClosed: if the channel is closed.
+        :raises ChannelIOError: if the channel is closed.
         :raises GatewayLost: if the remote interpreter went away.
         """
         self._check_sendable()

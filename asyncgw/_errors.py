@@ -8,7 +8,8 @@
      │   ├─ BootstrapError
      │   └─ GatewayLost
      ├─ ChannelError
-     │   ├─ ChannelClosed     (also EOFError)
+     │   ├─ ChannelClosed     end of stream (also EOFError)
+     │   ├─ ChannelIOError    send on a closed channel, ... (also OSError)
      │   └─ RemoteError       remote code raised; .formatted
      ├─ ProtocolError         bad frame on the wire
      ├─ DataFormatError
@@ -34,6 +35,7 @@ __all__ = [
     "BootstrapError",
     "ChannelClosed",
     "ChannelError",
+    "ChannelIOError",
     "DataFormatError",
     "DumpError",
     "GatewayError",
@@ -90,8 +92,14 @@ class ChannelError(AsyncgwError):
 
 class ChannelClosed(ChannelError, EOFError):
     """Raised by ``receive`` at the end of the stream (the channel was closed
-    and every value sent before that was received) and by ``send`` on a
-    closed channel. It is an ``EOFError``, as in execnet."""
+    and every value sent before that was received). It is an ``EOFError``,
+    as in execnet."""
+
+
+class ChannelIOError(ChannelError, OSError):
+    """Raised by ``send`` on a channel that is closed (by either side), and
+    by ``receive`` on a channel whose values go to a callback. It is an
+    ``OSError`` (``IOError``), as execnet raises for both."""
 
 
 class RemoteError(ChannelError):

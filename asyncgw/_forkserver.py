@@ -45,6 +45,7 @@ def main(config: "dict[str, Any]") -> None:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, _ignore)  # a handler, so that the wake-up fd is written
+    _preload(config.get("preload") or [])
     control.sendall(MAGIC + encode_frame(HELLO, 0, dumps({"pid": os.getpid(), "forkserver": True})))
     decoder = FrameDecoder()
     fds: "List[int]" = []
@@ -62,6 +63,15 @@ def main(config: "dict[str, Any]") -> None:
         for _msgtype, request, payload in decoder.feed(data):
             streams, fds = fds[:FDS_PER_REQUEST], fds[FDS_PER_REQUEST:]
             _fork(control, request, loads(payload), streams, (wake_r, wake_w))
+
+
+def _preload(names: "List[str]") -> None:
+    """Import what every worker will need, once, before any fork."""
+    for name in names:
+        try:
+            __import__(name)
+        except BaseException as exc:  # a worker imports it again, and fails there
+            os.write(2, ("asyncgw fork server: preload of %r failed: %r\n" % (name, exc)).encode())
 
 
 def _ignore(signum: int, frame: object) -> None:

@@ -214,6 +214,7 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
         "env": dict(spec.env),
         "dont_write_bytecode": bool(spec.dont_write_bytecode),
         "max_frame": gateway._router.max_frame,
+        "execnet_alias": bool(group is not None and group.execnet_alias),
     }
     timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
     context = OpenContext(group=group)

@@ -35,6 +35,13 @@ class Group:
     on entry and terminates every member on exit (also on an exception or a
     cancellation), waiting at most ``exit_timeout`` seconds for running
     remote code before killing.
+
+    :param preload: modules the group's fork servers import before they
+        fork popen workers (a failed import is reported on stderr and
+        skipped); workers then start with those modules imported.
+    :param execnet_alias: remote code finds the worker's execnet API under
+        ``import execnet`` (the blocking facade sets this when ``execnet``
+        is aliased to :mod:`asyncgw.sync` here).
     """
 
     def __init__(
@@ -43,6 +50,8 @@ class Group:
         *,
         defaultspec: str = "popen",
         exit_timeout: float = 5.0,
+        preload: Iterable[str] = (),
+        execnet_alias: bool = False,
     ) -> None:
         self._initial = list(specs)
         self._gateways: list[Gateway] = []
@@ -50,6 +59,13 @@ class Group:
         self._autoidcounter = 0
         self.defaultspec = defaultspec
         self.exit_timeout = exit_timeout
+        #: Modules the group's fork servers import before forking workers,
+        #: so that each worker starts with them imported (as
+        #: multiprocessing's forkserver preload).
+        self.preload = list(preload)
+        #: Whether remote code of new members finds the worker's execnet API
+        #: under ``import execnet`` (see :mod:`asyncgw.sync`).
+        self.execnet_alias = execnet_alias
         # popen interpreter -> its fork server (None if it could not start)
         self._forkservers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
 
@@ -175,7 +191,7 @@ class Group:
             key for key, count in wanted.items() if count > 1 and key not in self._forkservers
         ]
         for key in started:
-            self._forkservers[key] = asyncio.ensure_future(_start_forkserver(key))
+            self._forkservers[key] = asyncio.ensure_future(_start_forkserver(key, self.preload))
         return started
 
     async def forkserver_for(self, spec: XSpec) -> ForkServer | None:
@@ -230,11 +246,11 @@ class Group:
             self._gateways.remove(gateway)
 
 
-async def _start_forkserver(argv: tuple[str, ...]) -> ForkServer | None:
+async def _start_forkserver(argv: tuple[str, ...], preload: list[str]) -> ForkServer | None:
     """A fork server for ``argv``, or None: its workers then start afresh
     (and fail, if they must, with the errors of a direct start)."""
     try:
-        return await ForkServer.start(list(argv))
+        return await ForkServer.start(list(argv), preload)
     except (OSError, ConnectionError, TimeoutError) as exc:
         log.debug("no fork server for %s: %s", argv[0], exc)
         return None

@@ -246,7 +246,7 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
                 "cannot send a value nested deeper than %d (or a recursive container)" % MAX_DEPTH
             ) from None
         raise DumpError(
-            "cannot send %s.%s at %s: only None, bool, int, float, complex, str, "
+            "can't serialize %s.%s at %s: only None, bool, int, float, complex, str, "
             "bytes, list, tuple, dict, set, frozenset and channels travel"
             % (kind.__module__, kind.__qualname__, where)
         ) from None

@@ -38,6 +38,8 @@ from ._wire import (
     PROTOCOL_VERSION,
     REQUEST,
     TERMINATE,
+    DataFormatError,
+    DumpError,
     FrameDecoder,
     LoadError,
     ProtocolError,
@@ -57,6 +59,14 @@ CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 PYCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 READ_SIZE = 256 * 1024
 _NO_ENDMARKER = object()
+#: execnet's words for a remote_exec refused under ``main_thread_only``.
+MAIN_THREAD_ONLY_DEADLOCK_TEXT = (
+    "concurrent remote_exec would cause deadlock for main_thread_only execmodel"
+)
+#: Seconds a remote_exec waits for the main thread before that refusal
+#: (execnet's figure: long enough that the previous code, which has
+#: closed its channel, has surely let go of the main thread).
+MAIN_THREAD_WAIT = 1.0
 
 
 class RemoteError(Exception):
@@ -147,6 +157,7 @@ class _GatewayHandle:
     def __init__(self, worker: Worker) -> None:
         self._worker = worker
         self.id = worker.gateway_id
+        self.execmodel = get_execmodel(worker.execmodel)
 
     def newchannel(self) -> Channel:
         """A new channel, to be sent to the local side as a value."""
@@ -180,6 +191,8 @@ class Channel:
         self._unacked = 0  # bytes consumed, not yet acknowledged
         self._callback: Callable[[Any], None] | None = None
         self._endmarker: object = _NO_ENDMARKER
+        self._callback_failed = False
+        self._executing = False  # remote code runs for this channel
         self._wakeups: list[Callable[[], None]] = []  # async waiters
 
     def __repr__(self) -> str:
@@ -197,9 +210,8 @@ class Channel:
             item = (loads(payload, self._worker.channel_for_value), len(payload))
         except LoadError as exc:
             item = (_Undecodable(exc), len(payload))
-        callback = self._callback
-        if callback is not None:
-            callback(self._take(item))
+        if self._callback is not None:
+            self._call_back(item)
             return
         self._items.append(item)
         # A receiver counts itself under the lock before it looks at _items,
@@ -212,12 +224,12 @@ class Channel:
             with self._cond:
                 missed, self._items = list(self._items), deque()
             for item in missed:
-                self._callback(self._take(item))
+                self._call_back(item)
 
     def _on_remote_close(self, error: str | None) -> None:
         self._remote_closed = True
         self._end_input(error)
-        self.close()  # answer, so that both sides can forget the id
+        self._send_close(None)  # answer, so that both sides can forget the id
 
     def _end_input(self, error: str | None) -> None:
         """No more values will come: receivers drain, then get EOF/error."""
@@ -228,7 +240,21 @@ class Channel:
             self._wake()
             callback, marker = self._callback, self._endmarker
         if callback is not None and marker is not _NO_ENDMARKER:
-            callback(marker)
+            self._call_back(marker, encoded=False)
+
+    def _call_back(self, item: Any, encoded: bool = True) -> None:
+        """Give the callback a value (or the endmarker). If it raises, the
+        channel closes with its traceback and later values are dropped, as
+        in execnet: the gateway and its other channels go on."""
+        callback = self._callback
+        if callback is None or self._callback_failed:
+            return
+        try:
+            callback(self._take(item) if encoded else item)
+        except Exception:
+            self._callback_failed = True
+            self._error = self._error or _format_exception()
+            self._send_close(self._error, override=True)
 
     def _on_ack(self, consumed: int) -> None:
         with self._cond:
@@ -270,7 +296,10 @@ class Channel:
         :raises EOFError: when the channel was closed and drained.
         :raises RemoteError: when the other side closed it with an error.
         :raises TimeoutError: if nothing arrived within ``timeout`` seconds.
+        :raises OSError: if a callback takes this channel's values.
         """
+        if self._callback is not None:
+            raise OSError("cannot receive(): channel %d has a receiver callback" % self.id)
         try:
             return self._take(self._items.popleft())  # no lock while values wait
         except IndexError:
@@ -335,14 +364,27 @@ class Channel:
             self._callback, self._endmarker = callback, endmarker
             closed = self._input_ended
         for item in items:
-            callback(self._take(item))
+            self._call_back(item)
         if closed and endmarker is not _NO_ENDMARKER:
-            callback(endmarker)
+            self._call_back(endmarker, encoded=False)
 
     def close(self, error: str | None = None) -> None:
-        """Tell the other side no more values come; ``error`` marks a failure."""
+        """Tell the other side no more values come; ``error`` marks a failure.
+
+        :raises OSError: for the channel of the code that is running (as in
+            execnet: it closes when that code ends, with its error if any).
+        """
+        if self._executing:
+            raise OSError("cannot explicitly close channel within remote_exec")
+        self._send_close(error)
+
+    def _send_close(self, error: str | None, override: bool = False) -> None:
+        """Close, once; with ``override``, an error is sent even after a
+        close without one (the code or callback failed afterwards)."""
         with self._cond:
             already, self._closed = self._closed, True
+            if override and error is not None:
+                already = False
         if not already:
             if error is None:
                 self._worker.write_frame(CLOSE, self.id)
@@ -354,6 +396,20 @@ class Channel:
     def isclosed(self) -> bool:
         return self._closed or self._remote_closed
 
+    def _getremoteerror(self) -> RemoteError | None:
+        """The error the other side closed the channel with, if any."""
+        return RemoteError(self._error) if self._error is not None else None
+
+    def makefile(self, mode: str = "w", proxyclose: bool = False) -> Any:
+        """A file over the channel: ``'w'`` sends what is written, ``'r'``
+        reads the values that arrive (str or bytes); ``proxyclose`` closes
+        the channel when the file is closed."""
+        if mode == "w":
+            return ChannelFileWrite(self, proxyclose)
+        if mode == "r":
+            return ChannelFileRead(self, proxyclose)
+        raise ValueError("mode must be 'w' or 'r', not %r" % (mode,))
+
     def waitclose(self, timeout: float | None = None) -> None:
         """Block until the other side closed the channel."""
         with self._cond:
@@ -361,6 +417,78 @@ class Channel:
                 raise builtins.TimeoutError("channel %d not closed within %ss" % (self.id, timeout))
             if self._error is not None:
                 raise RemoteError(self._error)
+
+
+class ChannelFileWrite:
+    """``channel.makefile('w')``: each write sends one value."""
+
+    def __init__(self, channel: Any, proxyclose: bool) -> None:
+        self.channel = channel
+        self._proxyclose = proxyclose
+
+    def write(self, data: Any) -> int:
+        self.channel.send(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._proxyclose:
+            self.channel.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.channel.isclosed())
+
+
+class ChannelFileRead:
+    """``channel.makefile('r')``: reads the values that arrive as one stream."""
+
+    def __init__(self, channel: Any, proxyclose: bool) -> None:
+        self.channel = channel
+        self._proxyclose = proxyclose
+        self._buffer: Any = None
+
+    def _fill(self) -> bool:
+        try:
+            chunk = self.channel.receive()
+        except EOFError:
+            return False
+        self._buffer = chunk if self._buffer is None else self._buffer + chunk
+        return True
+
+    def read(self, size: int = -1) -> Any:
+        while size < 0 or self._buffer is None or len(self._buffer) < size:
+            if not self._fill():
+                break
+        data = self._buffer if self._buffer is not None else ""
+        if size >= 0:
+            data, self._buffer = data[:size], data[size:]
+        else:
+            self._buffer = None
+        return data
+
+    def readline(self) -> Any:
+        while True:
+            if self._buffer is not None:
+                newline = b"\n" if isinstance(self._buffer, bytes) else "\n"
+                index = self._buffer.find(newline)
+                if index >= 0:
+                    line, self._buffer = self._buffer[: index + 1], self._buffer[index + 1 :]
+                    return line
+            if not self._fill():
+                return self.read()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._proxyclose:
+            self.channel.close()
 
 
 class AsyncChannel:
@@ -490,7 +618,8 @@ class Worker:
         self._terminating = False
         self._idle = threading.Condition(self._lock)
         self._loop: Any = None
-        self._main_jobs: deque[Callable[[], None]] = deque()
+        self._main_jobs: deque[tuple[Channel, tuple[Any, ...]]] = deque()
+        self._main_busy = False
         self._threads = _ThreadPool()
         self._compiled: dict[str, Any] = {}
         self._main_wake = threading.Condition(threading.Lock())
@@ -632,7 +761,7 @@ class Worker:
             source, funcname, kwargs, is_async = loads(payload)
             code, filename = self._compile(source)
         except BaseException:
-            channel.close(_format_exception(filename, source))
+            channel._send_close(_format_exception(filename, source))
             return
         if not funcname:
             is_async = bool(code.co_flags & CO_COROUTINE)
@@ -643,16 +772,12 @@ class Worker:
                 refused = False
                 self._executing += 1
         if refused:
-            channel.close("the gateway is terminating and accepts no new code")
+            channel._send_close("the gateway is terminating and accepts no new code")
             return
         if is_async:
             self._run_async(channel, code, source, funcname, kwargs)
         elif self.execmodel == "main_thread_only":
-            with self._main_wake:
-                self._main_jobs.append(
-                    lambda: self._run_sync(channel, code, source, funcname, kwargs)
-                )
-                self._main_wake.notify()
+            self._schedule_on_main(channel, (channel, code, source, funcname, kwargs))
         else:
             self._threads.run(self._run_sync, (channel, code, source, funcname, kwargs))
 
@@ -675,19 +800,21 @@ class Worker:
         self, channel: Channel, code: Any, source: str, funcname: str | None, kwargs: Any
     ) -> None:
         error = None
+        channel._executing = True
         try:
             namespace = self._namespace(channel)
             exec(code, namespace)
             if funcname:
                 namespace[funcname](channel, **(kwargs or {}))
+        except EOFError:
+            pass  # as in execnet: code that ran out of input ended normally
         except BaseException:
             error = _format_exception(code.co_filename, source)
         self._finish(channel, error)
 
     def _finish(self, channel: Channel, error: str | None) -> None:
-        if error is not None:
-            channel._closed = False  # an error overrides a close by the code itself
-        channel.close(error)
+        channel._executing = False
+        channel._send_close(error, override=True)
         with self._lock:
             self._executing -= 1
             self._idle.notify_all()
@@ -712,6 +839,7 @@ class Worker:
 
         async def run() -> None:
             error = None
+            channel._executing = True
             try:
                 namespace = self._namespace(achannel)
                 if funcname:
@@ -727,14 +855,40 @@ class Worker:
 
         asyncio.run_coroutine_threadsafe(run(), loop)
 
+    def _schedule_on_main(self, channel: Channel, args: tuple[Any, ...]) -> None:
+        """Queue sync code for the main thread (``main_thread_only``). Code
+        runs there one piece at a time; one that still finds the main thread
+        busy after :data:`MAIN_THREAD_WAIT` seconds is refused with execnet's
+        deadlock error, since the code before it may be waiting for it. The
+        reader never waits here: a timer thread does, and only when busy."""
+        job = (channel, args)
+        with self._main_wake:
+            self._main_jobs.append(job)
+            self._main_wake.notify()
+            busy = self._main_busy or len(self._main_jobs) > 1
+        if busy:
+            timer = threading.Timer(MAIN_THREAD_WAIT, self._refuse_if_waiting, (job,))
+            timer.daemon = True
+            timer.start()
+
+    def _refuse_if_waiting(self, job: tuple[Channel, tuple[Any, ...]]) -> None:
+        with self._main_wake:
+            try:
+                self._main_jobs.remove(job)
+            except ValueError:
+                return  # it got the main thread in time
+        self._finish(job[0], MAIN_THREAD_ONLY_DEADLOCK_TEXT)
+
     def run_main_jobs(self) -> None:
         """The main thread's loop under the ``main_thread_only`` model."""
         while True:
             with self._main_wake:
+                self._main_busy = False
                 while not self._main_jobs:
                     self._main_wake.wait()
-                job = self._main_jobs.popleft()
-            job()
+                _, args = self._main_jobs.popleft()
+                self._main_busy = True
+            self._run_sync(*args)
 
     # -- termination
 
@@ -796,6 +950,33 @@ def _apply_config(config: dict[str, Any]) -> None:
         os.nice(int(nice))
 
 
+def install_execnet_alias() -> None:
+    """Make ``import execnet`` (and ``execnet.gateway_base``) in remote code
+    give this worker's execnet API, so that code written for execnet — as
+    pytest-xdist's worker side is — runs here with nothing installed:
+    ``execnet.dumps`` to test that a value can travel, the error classes,
+    the execmodels."""
+    module = type(sys)("execnet")
+    module.__doc__ = "execnet's remote-side names, answered by the asyncgw worker"
+    names = {
+        "Channel": Channel,
+        "DataFormatError": DataFormatError,
+        "DumpError": DumpError,
+        "ExecModel": ExecModel,
+        "LoadError": LoadError,
+        "MAIN_THREAD_ONLY_DEADLOCK_TEXT": MAIN_THREAD_ONLY_DEADLOCK_TEXT,
+        "RemoteError": RemoteError,
+        "TimeoutError": builtins.TimeoutError,
+        "dumps": dumps,
+        "get_execmodel": get_execmodel,
+        "loads": loads,
+        "gateway_base": module,
+    }
+    for name, value in names.items():
+        setattr(module, name, value)
+    sys.modules["execnet"] = sys.modules["execnet.gateway_base"] = module
+
+
 def main(config: dict[str, Any]) -> None:
     """Take over stdin/stdout as the protocol stream and serve until told to stop."""
     rfd = os.dup(0)
@@ -816,6 +997,8 @@ def main(config: dict[str, Any]) -> None:
         os.write(wfd, HEADER.pack(CLOSE_ERROR, 0, len(message)) + message)
         _exit(1)
     worker = Worker(rfd, wfd, config)
+    if config.get("execnet_alias"):
+        install_execnet_alias()
     hello = {
         "protocol": PROTOCOL_VERSION,
         "pid": os.getpid(),

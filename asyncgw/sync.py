@@ -25,16 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import queue
 import struct
+import sys
 import threading
+import time
+import traceback
 import types
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
 
-from . import _channel, _gateway, _group, _wire
+from . import __version__, _channel, _gateway, _group, _wire
 from ._errors import (
     ChannelClosed,
     DataFormatError,
@@ -49,31 +53,41 @@ from ._loopthread import call_blocking as _run_sync
 from ._loopthread import loop_thread, submit
 from ._loopthread import run_blocking as _run
 from ._spec import XSpec
+from ._sync_rsync import RSync
 from ._tasks import run_all
+from ._worker import (
+    ChannelFileRead,
+    ChannelFileWrite,
+    ExecModel,
+    get_execmodel,
+)
 
+#: execnet 2.1's public names, exactly.
 __all__ = [
-    "NO_ENDMARKER",
     "Channel",
     "DataFormatError",
     "DumpError",
     "Gateway",
-    "GatewayError",
     "Group",
     "HostNotFound",
     "LoadError",
     "MultiChannel",
+    "RSync",
     "RemoteError",
     "TimeoutError",
     "XSpec",
+    "__version__",
     "default_group",
     "dump",
     "dumps",
     "load",
     "loads",
     "makegateway",
+    "set_execmodel",
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("asyncgw")
 NO_ENDMARKER = _channel.NO_ENDMARKER
 
 #: Bytes a channel's senders may queue ahead of the loop before blocking.
@@ -200,6 +214,7 @@ class Channel:
         self._channel = channel
         self._outbox = _Outbox(channel)
         self.id = channel.id
+        self._forward: _Callback | None = None
 
     @property
     def gateway(self) -> Gateway:
@@ -242,11 +257,24 @@ class Channel:
     next = __next__
 
     def waitclose(self, timeout: float | None = None) -> None:
-        """Block until the remote side closed the channel.
+        """Block until the remote side closed the channel and, as in execnet,
+        the callback (if any) has had every value and the endmarker.
 
-        :raises RemoteError: if remote code raised.
+        :raises RemoteError: if remote code (or the callback) raised.
+        :raises TimeoutError: if that did not happen within ``timeout`` seconds.
         """
-        _run(self._channel.waitclose, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            _run(self._channel.waitclose, timeout)
+        finally:
+            forward = self._forward
+            if forward is not None and not _callbacks.in_callback_thread():
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not forward.wait_idle(left):
+                    raise TimeoutError(f"channel {self.id}: callback still busy after {timeout}s")
+        error = self._channel._error or (self._forward and self._forward.error)
+        if error is not None:
+            raise error
 
     def close(self, error: str | None = None) -> None:
         """Close both ways, after the values already sent."""
@@ -259,112 +287,102 @@ class Channel:
     def isclosed(self) -> bool:
         return self._channel.isclosed()
 
+    def _getremoteerror(self) -> RemoteError | GatewayError | None:
+        """The error the channel ended with (execnet's name), if any."""
+        return self._channel._error
+
     def setcallback(
         self, callback: Callable[[Any], object], endmarker: object = NO_ENDMARKER
     ) -> None:
         """Call ``callback(value)`` for each value, on the facade's callback
         thread (so it may block); ``callback(endmarker)`` at the end."""
-        forward = _callbacks.forwarder(callback)
+        forward = _callbacks.forwarder(self._channel, callback)
         _run_sync(self._channel.setcallback, forward, endmarker)
+        self._forward = forward
 
     def makefile(self, mode: str = "w", proxyclose: bool = False) -> IO[Any]:
         """A file object over the channel: ``'w'`` sends what is written,
         ``'r'`` reads what arrives (bytes or str values)."""
         if mode == "w":
-            return _ChannelFileWrite(self, proxyclose)  # type: ignore[return-value]
+            return ChannelFileWrite(self, proxyclose)  # type: ignore[return-value]
         if mode == "r":
-            return _ChannelFileRead(self, proxyclose)  # type: ignore[return-value]
+            return ChannelFileRead(self, proxyclose)  # type: ignore[return-value]
         raise ValueError(f"mode must be 'w' or 'r', not {mode!r}")
 
 
-class _ChannelFileWrite:
-    def __init__(self, channel: Channel, proxyclose: bool) -> None:
-        self.channel = channel
-        self._proxyclose = proxyclose
-
-    def write(self, data: Any) -> int:
-        self.channel.send(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        if self._proxyclose:
-            self.channel.close()
-
-    @property
-    def closed(self) -> bool:
-        return self.channel.isclosed()
-
-
-class _ChannelFileRead:
-    def __init__(self, channel: Channel, proxyclose: bool) -> None:
-        self.channel = channel
-        self._proxyclose = proxyclose
-        self._buffer: Any = None
-
-    def _fill(self) -> bool:
-        try:
-            chunk = self.channel.receive()
-        except ChannelClosed:
-            return False
-        self._buffer = chunk if self._buffer is None else self._buffer + chunk
-        return True
-
-    def read(self, size: int = -1) -> Any:
-        while size < 0 or self._buffer is None or len(self._buffer) < size:
-            if not self._fill():
-                break
-        data = self._buffer if self._buffer is not None else ""
-        if size >= 0:
-            data, self._buffer = data[:size], data[size:]
-        else:
-            self._buffer = None
-        return data
-
-    def readline(self) -> Any:
-        newline = b"\n" if isinstance(self._buffer, bytes) else "\n"
-        while self._buffer is None or newline not in self._buffer:
-            if not self._fill():
-                return self.read()
-            newline = b"\n" if isinstance(self._buffer, bytes) else "\n"
-        index = self._buffer.index(newline) + 1
-        line, self._buffer = self._buffer[:index], self._buffer[index:]
-        return line
-
-    def close(self) -> None:
-        if self._proxyclose:
-            self.channel.close()
-
-
 class _CallbackThread:
-    """Runs channel callbacks off the loop, in arrival order."""
+    """Runs channel callbacks off the loop, in arrival order (so they may
+    block and use this API). A callback that raises closes its channel
+    with the traceback, as in execnet; the thread goes on for the others."""
 
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[tuple[Callable[[Any], object], Any]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[_Callback, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def forwarder(self, callback: Callable[[Any], object]) -> Callable[[Any], None]:
+    def forwarder(self, channel: _channel.Channel, callback: Callable[[Any], object]) -> _Callback:
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._serve, name="asyncgw-callbacks", daemon=True
                 )
                 self._thread.start()
-        put = self._queue.put
-        return lambda item: put((callback, _facade_value(item)))
+        forward = _Callback(channel, callback, self._queue.put)
+        return forward
+
+    def in_callback_thread(self) -> bool:
+        return threading.current_thread() is self._thread
 
     def _serve(self) -> None:
         while True:
-            callback, item = self._queue.get()
+            forward, item = self._queue.get()
             try:
-                callback(item)
-            except Exception:  # reported; the thread lives on for the others
-                import traceback
+                if forward.error is None:  # execnet drops what comes after a failure
+                    forward.callback(item)
+            except Exception:
+                formatted = traceback.format_exc()
+                forward.error = RemoteError(formatted)
+                loop = loop_thread.loop
+                if loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(forward.channel.callback_failed, formatted)
+            finally:
+                forward.done_one()
 
-                traceback.print_exc()
+
+class _Callback:
+    """A user's callback as the core channel calls it: queues the value
+    (channels as facades) for the callback thread."""
+
+    __slots__ = ("_idle", "_pending", "callback", "channel", "error", "put")
+
+    def __init__(
+        self,
+        channel: _channel.Channel,
+        callback: Callable[[Any], object],
+        put: Callable[[tuple[_Callback, Any]], None],
+    ) -> None:
+        self.channel = channel
+        self.callback = callback
+        self.put = put
+        self.error: RemoteError | None = None  # the callback raised this
+        self._pending = 0  # values queued, not yet called back with
+        self._idle = threading.Condition()
+
+    def __call__(self, item: Any) -> None:
+        with self._idle:
+            self._pending += 1
+        self.put((self, _facade_value(item)))
+
+    def done_one(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if not self._pending:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until every value queued so far was called back with."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._pending, timeout)
 
 
 _callbacks = _CallbackThread()
@@ -418,7 +436,7 @@ def _gateway_facade(gateway: _gateway.Gateway) -> Gateway:
 class Gateway:
     """A gateway with execnet's blocking API."""
 
-    def __init__(self, gateway: _gateway.Gateway) -> None:
+    def __init__(self, gateway: _gateway.Gateway, group: Group | None = None) -> None:
         self._gateway = gateway
         with _facades_lock:
             _gateway_facades[gateway] = self
@@ -426,7 +444,18 @@ class Gateway:
         gateway._router.present_channel = _present
         self.id = gateway.id
         self.spec = gateway.spec
-        self._info: types.SimpleNamespace | None = None
+        self._group = group
+        self._cache_rinfo: types.SimpleNamespace | None = None
+
+    @property
+    def execmodel(self) -> ExecModel:
+        """This side's execution model (the group's)."""
+        return self._group.execmodel if self._group is not None else get_execmodel("thread")
+
+    @property
+    def remote_execmodel(self) -> ExecModel:
+        """The worker's execution model, as its spec chose."""
+        return get_execmodel(self.spec.execmodel or "thread")
 
     def __repr__(self) -> str:
         return repr(self._gateway)
@@ -445,10 +474,11 @@ class Gateway:
         return _run(self._gateway.remote_info)  # type: ignore[no-any-return]
 
     def _rinfo(self, update: bool = False) -> types.SimpleNamespace:
-        """execnet's cached remote info."""
-        if self._info is None or update:
-            self._info = self.remote_info()
-        return self._info
+        """execnet's cached remote info: asked once (answered by the
+        worker's reader, so it works while the main thread runs code)."""
+        if self._cache_rinfo is None or update:
+            self._cache_rinfo = self.remote_info()
+        return self._cache_rinfo
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return _run(self._gateway.call, function, *args, **kwargs)
@@ -484,10 +514,9 @@ class Group:
     starts both members (in parallel) before returning."""
 
     def __init__(self, xspecs: Iterable[XSpec | str] = (), execmodel: str = "thread") -> None:
-        if execmodel != "thread":
-            raise ValueError(f"the local execmodel is 'thread', not {execmodel!r}")
         self._group = _group.Group()
-        self.execmodel = execmodel
+        self._prestarted: dict[str, Gateway] = {}
+        self.set_execmodel(execmodel)
         with _live_lock:
             if not _live_groups and _terminate_live_groups not in loop_thread.shutdown_hooks:
                 loop_thread.shutdown_hooks.append(_terminate_live_groups)
@@ -495,6 +524,28 @@ class Group:
         specs = list(xspecs)
         if specs:
             self.makegateways(specs)
+
+    @property
+    def execmodel(self) -> ExecModel:
+        """The local execution model (threads either way here)."""
+        return self._execmodel
+
+    @property
+    def remote_execmodel(self) -> ExecModel:
+        """The execmodel of members whose spec names none."""
+        return self._remote_execmodel
+
+    def set_execmodel(self, execmodel: str, remote_execmodel: str | None = None) -> None:
+        """Choose the execution models, before any member exists:
+        ``thread`` or ``main_thread_only`` (remote code on the worker's main
+        thread); ``remote_execmodel`` defaults to ``execmodel``.
+
+        :raises ValueError: for another model, or once the group has members.
+        """
+        if len(self._group):
+            raise ValueError("can not set execution models if gateways have been created already")
+        self._execmodel = get_execmodel(execmodel)
+        self._remote_execmodel = get_execmodel(remote_execmodel or execmodel)
 
     @property
     def defaultspec(self) -> str:
@@ -530,12 +581,52 @@ class Group:
     def allocate_id(self, spec: XSpec) -> None:
         self._group.allocate_id(spec)
 
+    def _with_execmodel(self, spec: XSpec | str | None) -> XSpec:
+        """``spec`` parsed, naming the group's remote execmodel if it names
+        none (execnet sets it on the caller's XSpec too)."""
+        spec = XSpec(spec or self.defaultspec) if not isinstance(spec, XSpec) else spec
+        if spec.execmodel is None:
+            spec.execmodel = self._remote_execmodel.backend
+        return spec
+
+    def _sync_options(self) -> None:
+        # Remote code finds execnet where ours is execnet (pytest-xdist's
+        # worker side imports it): see asyncgw._execnet_compat.
+        self._group.execnet_alias = sys.modules.get("execnet") is sys.modules[__name__]
+
     def makegateway(self, spec: XSpec | str | None = None) -> Gateway:
-        return Gateway(_run(self._group.makegateway, spec))
+        """Start a member for ``spec`` (default: :attr:`defaultspec`).
+
+        :raises SpecError: (a ``ValueError``) for a spec no gateway is made from.
+        :raises HostNotFound: if the interpreter or host cannot be reached.
+        """
+        spec = self._with_execmodel(spec)
+        started = self._prestarted.pop(spec.id, None) if spec.id is not None else None
+        if started is not None and started._gateway.is_alive:
+            return started
+        self._sync_options()
+        return Gateway(_run(self._group.makegateway, spec), self)
+
+    def _prestart(self, specs: list[XSpec]) -> None:
+        """Start the members of ``specs`` (which have ids) in parallel now,
+        for callers that will ask for them one by one (pytest-xdist): a later
+        ``makegateway`` of one of these specs returns its gateway. If any
+        fails to start, none is kept, and ``makegateway`` reports its error."""
+        specs = [self._with_execmodel(spec) for spec in specs]
+        if any(spec.id is None for spec in specs):
+            return
+        try:
+            gateways = self.makegateways(specs)
+        except Exception as exc:  # each makegateway will tell its own error
+            log.debug("starting %d gateways at once failed (%s)", len(specs), exc)
+            return
+        self._prestarted.update((gateway.id, gateway) for gateway in gateways)
 
     def makegateways(self, specs: Iterable[XSpec | str]) -> list[Gateway]:
-        gateways = _run(self._group.makegateways, list(specs))
-        return [Gateway(gateway) for gateway in gateways]
+        """Start members for all ``specs`` in parallel; all or nothing."""
+        specs = [self._with_execmodel(spec) for spec in specs]
+        self._sync_options()
+        return [Gateway(gateway, self) for gateway in _run(self._group.makegateways, specs)]
 
     def remote_exec(self, source: Any, **kwargs: Any) -> MultiChannel:
         return MultiChannel(gateway.remote_exec(source, **kwargs) for gateway in self)
@@ -555,6 +646,22 @@ default_group = Group()
 def makegateway(spec: XSpec | str | None = None) -> Gateway:
     """A gateway in :data:`default_group`."""
     return default_group.makegateway(spec)
+
+
+def set_execmodel(execmodel: str, remote_execmodel: str | None = None) -> None:
+    """Set the execution models of :data:`default_group` (see
+    :meth:`Group.set_execmodel`)."""
+    default_group.set_execmodel(execmodel, remote_execmodel)
+
+
+def __getattr__(name: str) -> Any:
+    # execnet's submodules (execnet.gateway_base, ...), for code that reaches
+    # them through the package once `execnet` is this module.
+    from ._execnet_compat import SUBMODULES, submodule
+
+    if name in SUBMODULES:
+        return submodule(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------ serializer

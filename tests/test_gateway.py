@@ -217,7 +217,9 @@ async def test_receive_after_end_raises_channel_closed(gateway: asyncgw.Gateway)
         await channel.receive()
     with pytest.raises(EOFError):  # execnet's contract
         await channel.receive()
-    with pytest.raises(asyncgw.ChannelClosed):
+    with pytest.raises(asyncgw.ChannelIOError):
+        await channel.send(2)
+    with pytest.raises(OSError):  # execnet's contract
         await channel.send(2)
 
 

@@ -96,7 +96,10 @@ async def test_makegateway_refuses_before_starting_anything() -> None:
     from asyncgw import Group
 
     async with Group() as group:
-        for text, names in [("popen//pyton=python3", "'pyton'"), ("popen//execmodel=gevent", "one of")]:
+        for text, names in [
+            ("popen//pyton=python3", "'pyton'"),
+            ("popen//execmodel=gevent", "one of"),
+        ]:
             with pytest.raises(SpecError, match=names):
                 await group.makegateway(text)
         assert len(group) == 0

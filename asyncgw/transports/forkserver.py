@@ -63,8 +63,9 @@ class ForkServer:
         self.lost = False
 
     @classmethod
-    async def start(cls, argv: list[str]) -> ForkServer:
-        """Start ``argv`` (a ``python_argv``) as a fork server.
+    async def start(cls, argv: list[str], preload: list[str] | None = None) -> ForkServer:
+        """Start ``argv`` (a ``python_argv``) as a fork server that has
+        imported the modules of ``preload``.
 
         :raises OSError: if it cannot be executed.
         :raises ConnectionError: if it does not come up as a fork server.
@@ -86,17 +87,19 @@ class ForkServer:
         server = cls(process, ours)
         try:
             async with asyncio.timeout(START_TIMEOUT):
-                await server._greet()
+                await server._greet(preload or [])
         except BaseException:
             await server.close(kill=True)
             raise
         return server
 
-    async def _greet(self) -> None:
+    async def _greet(self, preload: list[str]) -> None:
         """Send the bootstrap; wait for MAGIC and a HELLO that says "fork server"
         (an interpreter that is something else must not be sent requests)."""
         loop = self._loop
-        await loop.sock_sendall(self._control, bootstrap_payload({}, forkserver=True))
+        await loop.sock_sendall(
+            self._control, bootstrap_payload({"preload": preload}, forkserver=True)
+        )
         refused = ConnectionError("the interpreter did not answer as a fork server")
         received = b""
         frames: list[tuple[int, int, bytes]] = []

@@ -1,0 +1,133 @@
+"""The blocking ``RSync`` of :mod:`asyncgw.sync`, execnet's class.
+
+Made as the rest of the facade is: :meth:`RSync.send` runs the async
+:class:`asyncgw.files.RSync` on the facade's loop thread with
+``run_blocking``. What it adds is the translation of user code: the hooks a
+subclass overrides (``filter``, ``_report_send_file``) and the callbacks
+(``callback``, ``finishedcallback``, ``progress``) are called with facade
+objects (the facade ``Gateway`` and ``Channel``), never on the loop thread,
+so they may block and use the blocking API: ``filter`` from the thread
+that walks the tree, the others through ``asyncio.to_thread``, the
+transfer waiting for each call to return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import _channel, _gateway
+from ._loopthread import run_blocking
+from .files import rsync as _rsync
+
+if TYPE_CHECKING:
+    from . import sync as _facade
+
+__all__ = ["RSync"]
+
+
+class _Bridge(_rsync.RSync):
+    """The async RSync with its hooks handed to a blocking ``RSync``."""
+
+    def __init__(self, owner: RSync) -> None:
+        callback: Any = owner._callback  # called with facade channels by _run_hook
+        super().__init__(owner._sourcedir, callback, owner._verbose)
+        self._owner = owner
+
+    def filter(self, path: str) -> bool:
+        return bool(self._owner.filter(path))  # already on a worker thread
+
+    def _report_send_file(self, gateway: Any, modified_rel_path: str) -> None:
+        self._owner._report_send_file(gateway, modified_rel_path)
+
+    async def _run_hook(self, hook: Callable[..., object], *args: Any) -> None:
+        await asyncio.to_thread(hook, *map(_facade_object, args))
+
+
+def _facade_object(value: Any) -> Any:
+    from . import sync as _facade  # not at the top: sync imports this module
+
+    if isinstance(value, _gateway.Gateway):
+        return _facade._gateway_facade(value)
+    if isinstance(value, _channel.Channel):
+        return _facade._present(value)
+    return value
+
+
+class RSync:
+    """Send a directory tree to one or more gateways (execnet's ``RSync``).
+
+    ::
+
+        rsync = RSync(sourcedir)
+        rsync.add_target(gateway, "/tmp/dest", delete=True)
+        rsync.send()
+
+    Only what changed travels (size and mtime, then block hashes); modes,
+    mtimes and symlinks are kept. See :class:`asyncgw.files.RSync` for the
+    details; everything said there holds here, except that the hooks and
+    callbacks get facade objects and run off the loop thread.
+
+    :param sourcedir: the directory (or single file) to send.
+    :param callback: ``callback(command, size, channel)``: ``("list",
+        total, channel)`` once a target has listed what it needs, ``("ack",
+        size, channel)`` per file written there.
+    :param verbose: whether the default :meth:`_report_send_file` prints.
+    """
+
+    def __init__(
+        self,
+        sourcedir: str | os.PathLike[str],
+        callback: Callable[[str, int, _facade.Channel], object] | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if callback is not None and not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self._sourcedir = os.path.dirname(os.path.join(os.fspath(sourcedir), "x"))
+        self._verbose = verbose
+        self._callback = callback
+        self._targets: list[tuple[_gateway.Gateway, str, Callable[[], object] | None, bool]] = []
+
+    def filter(self, path: str) -> bool:
+        """Whether to send ``path`` (under the source directory); override
+        to leave things out. Called from a worker thread."""
+        return True
+
+    def _report_send_file(self, gateway: _facade.Gateway, modified_rel_path: str) -> None:
+        """Called before a file goes to ``gateway``; prints when verbose."""
+        if self._verbose:
+            print(f"{gateway} <= {modified_rel_path}")
+
+    def add_target(
+        self,
+        gateway: _facade.Gateway,
+        destdir: str | os.PathLike[str],
+        finishedcallback: Callable[[], object] | None = None,
+        delete: bool = False,
+    ) -> None:
+        """Send the tree to ``destdir`` on ``gateway`` at the next
+        :meth:`send`; ``finishedcallback()`` once that target is complete;
+        with ``delete``, remove what the source does not have."""
+        from . import sync as _facade  # not at the top: sync imports this module
+
+        core = gateway._gateway if isinstance(gateway, _facade.Gateway) else gateway
+        if not isinstance(core, _gateway.Gateway):
+            raise TypeError(f"add_target takes a Gateway, not {type(gateway).__name__}")
+        self._targets.append((core, os.fspath(destdir), finishedcallback, delete))
+
+    def send(
+        self, raises: bool = True, progress: Callable[[str, str, int, int], object] | None = None
+    ) -> None:
+        """Send the tree to every target added since the last ``send`` and
+        block until all are complete (see :meth:`asyncgw.files.RSync.send`).
+
+        :raises OSError: with no targets (unless ``raises`` is false).
+        :raises RemoteError: if a target failed.
+        """
+        targets, self._targets = self._targets, []
+        bridge = _Bridge(self)  # made now: a subclass may have changed our fields
+        for core, destdir, finished, delete in targets:
+            bridge.add_target(core, destdir, finished, delete)
+        run_blocking(bridge.send, raises, progress)

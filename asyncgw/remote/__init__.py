@@ -1,0 +1,1 @@
+"""The far side: stdlib-only modules shipped as source by ``remote_exec``."""

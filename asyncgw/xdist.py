@@ -1,0 +1,42 @@
+"""pytest-xdist on asyncgw gateways: ``pytest -p asyncgw.xdist -n 4``.
+
+Loading this plugin (``-p asyncgw.xdist`` on the command line, in
+``addopts`` or in ``PYTEST_ADDOPTS``: pytest imports ``-p`` plugins before
+the installed ones, xdist among them) makes ``import execnet`` give
+:mod:`asyncgw.sync`, here and — because the facade then asks for it — in
+every worker, whose side of xdist imports ``execnet`` too. xdist itself is
+not modified and nothing is installed where the workers run.
+
+What it adds to xdist's own behaviour is speed: xdist starts its workers
+one after the other; when it announces them (``pytest_xdist_setupnodes``)
+this plugin starts them all at once, and popen workers of one interpreter
+fork from a fork server that has already imported pytest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from . import _execnet_compat
+
+execnet = _execnet_compat.install()
+
+__all__ = ["PRELOAD", "pytest_xdist_setupnodes"]
+
+#: What every xdist worker imports first: done once, in the fork server.
+PRELOAD = ["pytest", "_pytest.config", "_pytest.main", "_pytest.runner"]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None:
+    """Start every announced worker now, in parallel; xdist's calls to
+    ``makegateway`` that follow, one spec at a time, get them."""
+    dsession = config.pluginmanager.getplugin("dsession")
+    group = getattr(getattr(dsession, "nodemanager", None), "group", None)
+    if not isinstance(group, execnet.Group):
+        return  # not a session of ours (a plugin replaced xdist's pieces)
+    group._group.preload = list(PRELOAD)
+    group._prestart(list(specs))

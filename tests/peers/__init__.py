@@ -1,0 +1,1 @@
+"""Peers' own test suites and clients run against asyncgw (nox sessions)."""
