@@ -62,6 +62,31 @@ def bench_scaling(session: nox.Session) -> None:
     )
 
 
+#: The execnet release whose own tests (testing/ of its sdist) asyncgw.sync must pass.
+EXECNET_VERSION = "2.1.2"
+
+
+@nox.session(python="3.11")
+def execnet_suite(session: nox.Session) -> None:
+    """execnet's own tests against asyncgw.sync: its sdist, downloaded now,
+    over popen, popen//via= and (as root, with sshd) a loopback sshd."""
+    session.install("-e", ".[test]")
+    sdists = session.create_tmp()
+    session.run(
+        "python", "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        f"execnet=={EXECNET_VERSION}", "-d", sdists,
+    )  # fmt: skip
+    sdist = next(__import__("pathlib").Path(sdists).glob("execnet-*.tar.gz"))
+    session.run("python", "-m", "tests.peers.execnet_suite", str(sdist), *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_xdist(session: nox.Session) -> None:
+    """pytest -n 2 and -n 8 on 2000 generated tests: asyncgw.xdist beside execnet."""
+    session.install("-e", ".[bench]", "pytest-xdist")
+    session.run("python", "benchmarks/bench_xdist.py", *session.posargs)
+
+
 @nox.session(python="3.11")
 def fuzz(session: nox.Session) -> None:
     """Coverage-guided fuzzing of the wire decoders (``-- -max_total_time=600``)."""

@@ -11,7 +11,7 @@ frames itself under a lock, so no hop stands between remote code and the
 stream. Async remote code runs on one lazily started event-loop thread.
 
 Invariants: the protocol streams are private descriptors — fd 0 reads
-/dev/null and fd 1 is stderr — so ``print`` or ``input`` in remote code can
+/dev/null and fd 1 is stderr (or /dev/null, for execnet's code) — so ``print`` or ``input`` in remote code can
 never corrupt the stream. End of input means the local side is gone: the
 worker exits at once, so no orphan outlives its parent.
 """
@@ -975,16 +975,40 @@ def install_execnet_alias() -> None:
     for name, value in names.items():
         setattr(module, name, value)
     sys.modules["execnet"] = sys.modules["execnet.gateway_base"] = module
+    # xdist hands its workers the caller's command line, where
+    # `-p asyncgw.xdist` may stand: where asyncgw is not installed, that
+    # import finds an empty plugin (last on the path: never a shadow).
+    sys.meta_path.append(_StandInFinder())
+
+
+class _StandInFinder:
+    """Finds empty ``asyncgw`` and ``asyncgw.xdist`` modules, and nothing else."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name not in ("asyncgw", "asyncgw.xdist"):
+            return None
+        import importlib.machinery
+
+        return importlib.machinery.ModuleSpec(name, self, is_package=name == "asyncgw")
+
+    def create_module(self, spec: Any) -> None:
+        return None  # the default module object
+
+    def exec_module(self, module: Any) -> None:
+        module.__doc__ = "stand-in: the caller's asyncgw plugin has nothing to do in a worker"
 
 
 def main(config: dict[str, Any]) -> None:
     """Take over stdin/stdout as the protocol stream and serve until told to stop."""
     rfd = os.dup(0)
     wfd = os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
+    devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
+    # What remote code prints goes to our stderr, which the caller sees;
+    # for code run as execnet's (the caller aliased execnet), to /dev/null,
+    # as execnet does: xdist's workers print their whole session there.
+    os.dup2(devnull if config.get("execnet_alias") else 2, 1)
     os.close(devnull)
-    os.dup2(2, 1)
     try:
         sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     except AttributeError:  # replaced by something without reconfigure

@@ -15,6 +15,7 @@ fork from a fork server that has already imported pytest.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,13 @@ import pytest
 
 from . import _execnet_compat
 
-execnet = _execnet_compat.install()
+# xdist passes our command line (``-p asyncgw.xdist`` included) on to its
+# workers. There the worker's own execnet must stay: this plugin does
+# nothing (and a worker with no asyncgw installed gets an empty stand-in
+# for this module from the worker; see _worker.install_execnet_alias).
+IN_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+
+execnet = None if IN_WORKER else _execnet_compat.install()
 
 __all__ = ["PRELOAD", "pytest_xdist_setupnodes"]
 
@@ -34,6 +41,8 @@ PRELOAD = ["pytest", "_pytest.config", "_pytest.main", "_pytest.runner"]
 def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None:
     """Start every announced worker now, in parallel; xdist's calls to
     ``makegateway`` that follow, one spec at a time, get them."""
+    if execnet is None:
+        return
     dsession = config.pluginmanager.getplugin("dsession")
     group = getattr(getattr(dsession, "nodemanager", None), "group", None)
     if not isinstance(group, execnet.Group):

@@ -1,0 +1,160 @@
+"""pytest-xdist, unmodified, on asyncgw gateways (``-p asyncgw.xdist``).
+
+Each test runs pytest in a subprocess on a generated project and compares
+what it reports with a run without xdist. A test in the project checks,
+inside the worker, that ``import execnet`` gave asyncgw's worker-side
+module, so a silent fall-back to the real execnet would fail here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_sshd import Sshd, sshd  # noqa: F401 - the session's loopback sshd
+
+pytest.importorskip("xdist")
+
+pytestmark = pytest.mark.slow
+
+MODULE = """\
+import pytest
+
+@pytest.mark.parametrize("n", range(10))
+def test_ok(n):
+    assert n >= 0
+
+def test_fails():
+    assert 0
+
+@pytest.mark.skip
+def test_skipped():
+    pass
+"""
+
+WHERE = """\
+import sys
+
+def test_execnet_is_asyncgw():
+    module = sys.modules["execnet"]
+    # the worker's own execnet, not the real one, nor asyncgw.sync
+    assert "asyncgw worker" in module.__doc__, module
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    for index in range(4):
+        (tmp_path / f"test_m{index}.py").write_text(MODULE)
+    (tmp_path / "test_where.py").write_text(WHERE)
+    return tmp_path
+
+
+def run_pytest(
+    directory: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[dict[str, int], str]:
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    result = subprocess.run(
+        command,
+        cwd=directory,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+    counts = {
+        kind: int(n) for n, kind in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
+    }
+    return counts, output
+
+
+def expected_counts(directory: Path, *tests: str) -> dict[str, int]:
+    """What pytest without xdist reports (the WHERE test fails there: no worker)."""
+    counts, output = run_pytest(directory, "-p", "no:xdist", *tests)
+    assert counts, output
+    return counts
+
+
+def test_same_outcomes_as_without_xdist(project: Path) -> None:
+    expected = expected_counts(project, "--ignore=test_where.py")
+    counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "2")
+    assert counts == {**expected, "passed": expected["passed"] + 1}, output
+    assert "bringing up nodes" in output
+
+
+@pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "loadgroup", "worksteal"])
+def test_distribution_modes(project: Path, dist: str) -> None:
+    counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "2", "--dist", dist)
+    assert counts == {"passed": 41, "failed": 4, "skipped": 4}, output
+
+
+def test_each_runs_everything_on_every_worker(project: Path) -> None:
+    counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "2", "--dist", "each")
+    assert counts == {"passed": 82, "failed": 8, "skipped": 8}, output
+
+
+def test_plugin_from_addopts_and_environment(project: Path) -> None:
+    (project / "pytest.ini").write_text("[pytest]\naddopts = -p asyncgw.xdist\n")
+    counts, output = run_pytest(project, "-n", "2", "test_where.py")
+    assert counts == {"passed": 1}, output
+    (project / "pytest.ini").unlink()
+    counts, output = run_pytest(
+        project, "-n", "2", "test_where.py", env={"PYTEST_ADDOPTS": "-p asyncgw.xdist"}
+    )
+    assert counts == {"passed": 1}, output
+
+
+def test_exitfirst(project: Path) -> None:
+    counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "2", "-x")
+    assert counts.get("failed", 0) >= 1 and "stopping after" in output.lower(), output
+    assert sum(counts.values()) < 49, output
+
+
+def test_a_crashed_worker_is_replaced(project: Path) -> None:
+    # One worker: the tests after the crash run only if it was replaced.
+    (project / "test_crash.py").write_text("import os\n\ndef test_crash():\n    os._exit(3)\n")
+    counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "1", "--max-worker-restart=1")
+    assert "worker 'gw0' crashed while running 'test_crash.py::test_crash'" in output, output
+    assert counts == {"passed": 41, "failed": 5, "skipped": 4}, output
+
+
+def test_proxies_and_via(project: Path) -> None:
+    # The hub relays each worker with code that holds a thread for the
+    # worker's life: under xdist's default main_thread_only the second one
+    # is refused, with execnet as with asyncgw; a thread hub serves both.
+    px = "id=hub//popen//execmodel=thread"
+    counts, output = run_pytest(
+        project, "-p", "asyncgw.xdist", "--px", px, "--tx", "2*popen//via=hub", "--dist", "load"
+    )
+    assert counts == {"passed": 41, "failed": 4, "skipped": 4}, output
+
+
+def test_ssh_workers_with_rsync(project: Path, sshd: Sshd) -> None:  # noqa: F811
+    # The project travels by --rsyncdir into the workers' chdir on the host.
+    tx = sshd.spec("//chdir=" + str(project.parent / "remote-xdist"))
+    counts, output = run_pytest(
+        project,
+        "-p",
+        "asyncgw.xdist",
+        "--tx",
+        f"2*{tx}",
+        "--dist",
+        "load",
+        "--rsyncdir",
+        str(project),
+        "-W",
+        "ignore::DeprecationWarning",
+    )
+    assert counts == {"passed": 41, "failed": 4, "skipped": 4}, output
+    copied = project.parent / "remote-xdist" / project.name
+    assert sorted(p.name for p in copied.glob("test_*.py")) == sorted(
+        p.name for p in project.glob("test_*.py")
+    )
