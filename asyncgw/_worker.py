@@ -247,8 +247,8 @@ class Channel:
         channel closes with its traceback and later values are dropped, as
         in execnet: the gateway and its other channels go on."""
         callback = self._callback
-        if callback is None or self._callback_failed:
-            return
+        if callback is None or (self._callback_failed and encoded):
+            return  # after a failure, values are dropped; the endmarker still comes
         try:
             callback(self._take(item) if encoded else item)
         except Exception:

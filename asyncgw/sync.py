@@ -297,6 +297,7 @@ class Channel:
         """Call ``callback(value)`` for each value, on the facade's callback
         thread (so it may block); ``callback(endmarker)`` at the end."""
         forward = _callbacks.forwarder(self._channel, callback)
+        forward.endmarker = endmarker
         _run_sync(self._channel.setcallback, forward, endmarker)
         self._forward = forward
 
@@ -337,7 +338,8 @@ class _CallbackThread:
         while True:
             forward, item = self._queue.get()
             try:
-                if forward.error is None:  # execnet drops what comes after a failure
+                # After a failure, execnet drops the values but not the endmarker.
+                if forward.error is None or item is forward.endmarker:
                     forward.callback(item)
             except Exception:
                 formatted = traceback.format_exc()
@@ -353,7 +355,7 @@ class _Callback:
     """A user's callback as the core channel calls it: queues the value
     (channels as facades) for the callback thread."""
 
-    __slots__ = ("_idle", "_pending", "callback", "channel", "error", "put")
+    __slots__ = ("_idle", "_pending", "callback", "channel", "endmarker", "error", "put")
 
     def __init__(
         self,
@@ -365,6 +367,7 @@ class _Callback:
         self.callback = callback
         self.put = put
         self.error: RemoteError | None = None  # the callback raised this
+        self.endmarker: object = NO_ENDMARKER
         self._pending = 0  # values queued, not yet called back with
         self._idle = threading.Condition()
 
