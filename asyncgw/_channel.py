@@ -18,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
@@ -94,6 +96,10 @@ class Channel:
         self._callback: Callable[[Any], object] | None = None
         self._endmarker: object = NO_ENDMARKER
         self._callback_dead = False  # the callback raised: values are dropped
+        # Threads blocked in receive_from_thread (the blocking facade): they
+        # wait on _thread_cond, which a delivery takes only while one waits.
+        self._thread_waiting = 0
+        self._thread_cond = threading.Condition(threading.Lock())
 
     def __repr__(self) -> str:
         state = "closed" if self.isclosed() else "open"
@@ -121,6 +127,10 @@ class Channel:
                 waiter.set_result(item)
                 return
         self._items.append(item)
+        # A thread counts itself as waiting under the lock before it looks at
+        # _items, so either it sees this item or this sees it: none is lost.
+        if self._thread_waiting:
+            self._wake_threads()
 
     def _on_remote_close(self, error: str | None) -> None:
         if self._remote_closed:
@@ -141,7 +151,12 @@ class Channel:
         self._error = error
         self._end()
 
+    def _wake_threads(self) -> None:
+        with self._thread_cond:
+            self._thread_cond.notify_all()
+
     def _end(self) -> None:
+        self._wake_threads()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(self._end_error())
@@ -217,6 +232,51 @@ class Channel:
                     raise TimeoutError(f"no value on channel {self.id} within {timeout}s") from None
                 raise
         return self._take(item)
+
+    def receive_from_thread(self, timeout: float | None = None) -> Any:
+        """``receive`` for a thread other than the loop's (the blocking
+        facade): it waits on a condition that deliveries notify, so taking
+        a value costs the loop nothing; only an acknowledgement, once per
+        quarter window, is handed to the loop. Same results and errors as
+        :meth:`receive`; an interrupted wait consumes nothing.
+
+        :raises ChannelIOError: if a callback takes this channel's values.
+        """
+        cond = self._thread_cond
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with cond:
+            self._thread_waiting += 1
+            try:
+                while True:
+                    if self._callback is not None:
+                        raise ChannelIOError(
+                            f"cannot receive(): channel {self.id} has a receiver callback"
+                        )
+                    if self._items:
+                        value, nbytes = self._items.popleft()
+                        break
+                    if self._remote_closed or self._closed:
+                        raise self._end_error()
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if (left is not None and left <= 0) or not cond.wait(left):
+                        raise TimeoutError(f"no value on channel {self.id} within {timeout}s")
+            finally:
+                self._thread_waiting -= 1
+            # Receiving threads serialize here; the loop does not touch
+            # _unacked of a channel read this way (no callback, no await).
+            self._unacked += nbytes + FRAME_COST
+            consumed = 0
+            if self._unacked >= self.gateway.window // 4 and not self._remote_closed:
+                consumed, self._unacked = self._unacked, 0
+        if consumed:
+            self._loop.call_soon_threadsafe(self._acknowledge, consumed)
+        if type(value) is _Undecodable:
+            raise value.error
+        return value
+
+    def _acknowledge(self, consumed: int) -> None:
+        if not self._remote_closed and self._router.lost is None:
+            self._router.write_frame(ACK, self.id, encode_ack(consumed))
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -330,6 +390,11 @@ class Channel:
         self._router.write_frame(DATA, self.id, payload)
         return True
 
+    def flush(self) -> None:
+        """Write what this gateway has queued now rather than at the end of
+        the loop iteration (for a send whose answer is awaited at once)."""
+        self._router.flush()
+
     def _router_id_of(self, obj: object) -> int | None:
         # Facade wrappers name their channel in `_channel`.
         channel = getattr(obj, "_channel", obj)
@@ -353,6 +418,7 @@ class Channel:
             if not waiter.done():
                 waiter.set_exception(ChannelClosed(f"channel {self.id} was closed"))
         self._waiters.clear()
+        self._wake_threads()
         self._release_sender()
 
     def isclosed(self) -> bool:

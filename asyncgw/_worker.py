@@ -11,9 +11,10 @@ frames itself under a lock, so no hop stands between remote code and the
 stream. Async remote code runs on one lazily started event-loop thread.
 
 Invariants: the protocol streams are private descriptors — fd 0 reads
-/dev/null and fd 1 is stderr (or /dev/null, for execnet's code) — so ``print`` or ``input`` in remote code can
-never corrupt the stream. End of input means the local side is gone: the
-worker exits at once, so no orphan outlives its parent.
+/dev/null and fd 1 is stderr (/dev/null for execnet's code) — so
+``print`` or ``input`` in remote code can never corrupt the stream. End
+of input means the local side is gone: the worker exits at once, so no
+orphan outlives its parent.
 """
 
 from __future__ import annotations

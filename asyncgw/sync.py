@@ -159,6 +159,9 @@ class _Outbox:
             self._cond.notify_all()
             if not pending:
                 self._task = None
+                # A thread is likely to wait for the answer: write now, not
+                # at the end of this loop iteration.
+                self._channel.flush()
                 return
         self._idle = self._idle or asyncio.Event()
         self._idle.clear()
@@ -240,10 +243,9 @@ class Channel:
         :raises RemoteError: if remote code raised.
         :raises TimeoutError: if nothing came in time.
         """
-        return _run(self._receive, timeout)
-
-    async def _receive(self, timeout: float | None) -> Any:
-        return await self._channel.receive(timeout)
+        if loop_thread.in_loop_thread():
+            raise RuntimeError("asyncgw.sync cannot block the loop thread (from a callback?)")
+        return self._channel.receive_from_thread(timeout)
 
     def __iter__(self) -> Iterator[Any]:
         return self

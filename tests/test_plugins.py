@@ -59,4 +59,4 @@ async def test_broken_plugin_and_unknown_keys(installed_plugin: None) -> None:
         with pytest.raises(asyncgw.SpecError, match="failed to load"):
             await group.makegateway("broken")
     with pytest.raises(asyncgw.SpecError, match="unknown key 'uncounted'"):
-        asyncgw.XSpec("uncounted=1")
+        asyncgw.XSpec("uncounted=1").validate()
