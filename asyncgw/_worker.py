@@ -397,8 +397,9 @@ class Channel:
     def isclosed(self) -> bool:
         return self._closed or self._remote_closed
 
-    def _getremoteerror(self) -> RemoteError | None:
-        """The error the other side closed the channel with, if any."""
+    def _getremoteerror(self) -> Exception | None:
+        """The error (a ``RemoteError``) the other side closed the channel
+        with, if any."""
         return RemoteError(self._error) if self._error is not None else None
 
     def makefile(self, mode: str = "w", proxyclose: bool = False) -> Any:
@@ -990,7 +991,8 @@ class _StandInFinder:
             return None
         import importlib.machinery
 
-        return importlib.machinery.ModuleSpec(name, self, is_package=name == "asyncgw")
+        loader: Any = self
+        return importlib.machinery.ModuleSpec(name, loader, is_package=name == "asyncgw")
 
     def create_module(self, spec: Any) -> None:
         return None  # the default module object

@@ -43,7 +43,6 @@ from ._errors import (
     ChannelClosed,
     DataFormatError,
     DumpError,
-    GatewayError,
     HostNotFound,
     LoadError,
     RemoteError,
@@ -274,7 +273,9 @@ class Channel:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 if not forward.wait_idle(left):
                     raise TimeoutError(f"channel {self.id}: callback still busy after {timeout}s")
-        error = self._channel._error or (self._forward and self._forward.error)
+        error = self._channel._error
+        if error is None and self._forward is not None:
+            error = self._forward.error
         if error is not None:
             raise error
 
@@ -289,7 +290,7 @@ class Channel:
     def isclosed(self) -> bool:
         return self._channel.isclosed()
 
-    def _getremoteerror(self) -> RemoteError | GatewayError | None:
+    def _getremoteerror(self) -> Exception | None:
         """The error the channel ended with (execnet's name), if any."""
         return self._channel._error
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -59,7 +60,6 @@ from typing import Any
 
 import execnet
 import pytest
-import xdist
 from bench_core import (
     Config,
     Result,
@@ -258,7 +258,7 @@ def environment_info() -> dict[str, Any]:
         "asyncgw": asyncgw.__version__,
         "execnet": execnet.__version__,
         "pytest": pytest.__version__,
-        "pytest-xdist": xdist.__version__,
+        "pytest-xdist": importlib.metadata.version("pytest-xdist"),
     }
 
 
@@ -395,13 +395,13 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
     ]
     marks = c["marks"]
     if "setupnodes" in marks:
-        ready = [t - c["created"] for t in marks.get("workers_ready", [])]
-        collected = [t - c["created"] for t in marks.get("workers_collected", [])]
+        ready_at = [t - c["created"] for t in marks.get("workers_ready", [])]
+        collected_at = [t - c["created"] for t in marks.get("workers_collected", [])]
         lines.append(
             f"  controller: conftest {timeline.at(c, 'conftest'):.2f}, sessionstart "
             f"{timeline.at(c, 'ready'):.2f}, setupnodes {timeline.at(c, 'setupnodes'):.2f}, "
-            f"workers ready {min(ready):.2f}..{max(ready):.2f}, "
-            f"collections in {min(collected):.2f}..{max(collected):.2f}, "
+            f"workers ready {min(ready_at):.2f}..{max(ready_at):.2f}, "
+            f"collections in {min(collected_at):.2f}..{max(collected_at):.2f}, "
             f"finish {timeline.at(c, 'finish'):.2f}"
         )
     else:
