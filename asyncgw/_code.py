@@ -20,7 +20,8 @@ from typing import Any
 __all__ = ["ExecRequest", "call_request", "exec_request"]
 
 #: (source, function name or None, kwargs or None, function is async)
-ExecRequest = tuple[str, "str | None", "dict[str, Any] | None", bool]
+#: (source, function name, kwargs, is async, file name for tracebacks)
+ExecRequest = tuple[str, "str | None", "dict[str, Any] | None", bool, "str | None"]
 
 _CALL_TAIL = """
 __asyncgw_args, __asyncgw_kwargs = channel.receive()
@@ -43,13 +44,17 @@ def exec_request(
     """
     if isinstance(code, str):
         _no_kwargs(kwargs, "source text")
-        return textwrap.dedent(code), None, None, False
+        return textwrap.dedent(code), None, None, False, None
     if isinstance(code, types.ModuleType):
         _no_kwargs(kwargs, "a module")
-        return inspect.getsource(code), None, None, False
+        # Its own file name, so that remote tracebacks point at it.
+        return inspect.getsource(code), None, None, False, inspect.getsourcefile(code)
     if isinstance(code, types.FunctionType):
-        source = function_source(code)
-        return source, code.__name__, kwargs, inspect.iscoroutinefunction(code)
+        # Its own file name and line numbers (blank lines before it), so
+        # that remote tracebacks point into the caller's file.
+        source = "\n" * (code.__code__.co_firstlineno - 1) + function_source(code)
+        filename = inspect.getsourcefile(code)
+        return source, code.__name__, kwargs, inspect.iscoroutinefunction(code), filename
     raise TypeError(
         f"remote_exec takes source text, a module or a function, not {type(code).__name__}"
     )

@@ -6,7 +6,7 @@
      │   ├─ AuthenticationError
      │   ├─ HostKeyError
      │   ├─ BootstrapError
-     │   └─ GatewayLost
+     │   └─ GatewayLost       (also EOFError)
      ├─ ChannelError
      │   ├─ ChannelClosed     end of stream (also EOFError)
      │   ├─ ChannelIOError    send on a closed channel, ... (also OSError)
@@ -81,9 +81,11 @@ class BootstrapError(GatewayError):
     protocol version, or did not answer within the timeout."""
 
 
-class GatewayLost(GatewayError):
+class GatewayLost(GatewayError, EOFError):
     """Raised by channel operations once the remote interpreter has gone
-    (killed, crashed, exited, stream closed) — at once, never after a hang."""
+    (killed, crashed, exited, stream closed) — at once, never after a hang.
+    It is an ``EOFError``, as execnet raises for a channel whose gateway
+    went away."""
 
 
 class ChannelError(AsyncgwError):

@@ -134,6 +134,17 @@ class Gateway:
 
     # -- lifetime
 
+    def request_exit(self, grace: float | None = None) -> None:
+        """Ask the worker to exit once its running code finishes, and leave
+        the group; do not wait. With ``grace``, code still running that many
+        seconds later is interrupted (``KeyboardInterrupt`` in the main
+        thread) and the worker exits regardless, as execnet's workers do."""
+        self._exiting = True
+        if self.group is not None:
+            self.group._remove(self)
+        if self._transport is not None and self._router.lost is None:
+            self._router.write_frame(TERMINATE, 0, b"" if grace is None else b"%f" % grace)
+
     async def exit(self, timeout: float | None = None) -> None:
         """Ask the worker to exit once its running code finishes, wait up to
         ``timeout`` seconds (None: as long as it takes), then kill it.
@@ -141,15 +152,11 @@ class Gateway:
 
         Cancelling kills the interpreter at once and still waits for it.
         """
-        self._exiting = True
-        if self.group is not None:
-            self.group._remove(self)
+        self.request_exit()
         transport = self._transport
         if transport is None:
             return
         try:
-            if self._router.lost is None:
-                self._router.write_frame(TERMINATE, 0)
             async with asyncio.timeout(timeout):
                 await transport.wait_closed()
         except builtins.TimeoutError:

@@ -68,6 +68,8 @@ MAIN_THREAD_ONLY_DEADLOCK_TEXT = (
 #: (execnet's figure: long enough that the previous code, which has
 #: closed its channel, has surely let go of the main thread).
 MAIN_THREAD_WAIT = 1.0
+#: Seconds interrupted code has to end before a terminating worker leaves.
+INTERRUPT_WAIT = 2.0
 
 
 class RemoteError(Exception):
@@ -623,7 +625,7 @@ class Worker:
         self._main_jobs: deque[tuple[Channel, tuple[Any, ...]]] = deque()
         self._main_busy = False
         self._threads = _ThreadPool()
-        self._compiled: dict[str, Any] = {}
+        self._compiled: dict[tuple[str, str], Any] = {}
         self._main_wake = threading.Condition(threading.Lock())
 
     # -- output
@@ -730,7 +732,7 @@ class Worker:
         elif msgtype == REQUEST:
             self._answer(ident, payload.decode("ascii", "replace"))
         elif msgtype == TERMINATE:
-            self._terminate()
+            self._terminate(float(payload) if payload else None)
 
     def _answer(self, ident: int, what: str) -> None:
         if what == "status":
@@ -760,8 +762,9 @@ class Worker:
         channel = self.channel_for_id(ident)
         source = filename = None
         try:
-            source, funcname, kwargs, is_async = loads(payload)
-            code, filename = self._compile(source)
+            request = loads(payload)
+            source, funcname, kwargs, is_async = request[:4]
+            code, filename = self._compile(source, request[4] if len(request) > 4 else None)
         except BaseException:
             channel._send_close(_format_exception(filename, source))
             return
@@ -783,16 +786,17 @@ class Worker:
         else:
             self._threads.run(self._run_sync, (channel, code, source, funcname, kwargs))
 
-    def _compile(self, source: str) -> tuple[Any, str]:
+    def _compile(self, source: str, filename: str | None = None) -> tuple[Any, str]:
         """Compile remote code, reusing the result for source seen before
-        (``call`` sends the same source every time)."""
-        filename = "<remote exec %08x>" % (hash(source) & 0xFFFFFFFF)
-        code = self._compiled.get(source)
+        (``call`` sends the same source every time). ``filename``: the
+        module's own, for tracebacks (its lines come from ``source``)."""
+        filename = filename or "<remote exec %08x>" % (hash(source) & 0xFFFFFFFF)
+        code = self._compiled.get((source, filename))
         if code is None:
             code = compile(source, filename, "exec", PYCF_ALLOW_TOP_LEVEL_AWAIT)
             if len(self._compiled) >= 64:
                 self._compiled.clear()
-            self._compiled[source] = code
+            self._compiled[(source, filename)] = code
         return code, filename
 
     def _namespace(self, channel: object) -> dict[str, Any]:
@@ -894,21 +898,30 @@ class Worker:
 
     # -- termination
 
-    def _terminate(self) -> None:
-        """Refuse new code, end every channel's input, exit once code is done."""
+    def _terminate(self, grace: float | None) -> None:
+        """Refuse new code, end every channel's input, exit once code is done
+        (or, with ``grace``, once that many seconds have passed)."""
         with self._lock:
             self._terminating = True
             channels = list(self._channels.values())
         for channel in channels:
             channel._end_input(None)
-        thread = threading.Thread(target=self._exit_when_idle, name="asyncgw-exit", daemon=True)
+        thread = threading.Thread(
+            target=self._exit_when_idle, args=(grace,), name="asyncgw-exit", daemon=True
+        )
         thread.start()
 
-    def _exit_when_idle(self) -> None:
+    def _exit_when_idle(self, grace: float | None) -> None:
         with self._lock:
-            while self._executing:
-                self._idle.wait()
-        _exit(0)
+            if self._idle.wait_for(lambda: not self._executing, grace):
+                _exit(0)
+        # As execnet: interrupt the main thread's code, then leave anyway.
+        import _thread
+
+        _thread.interrupt_main()
+        with self._lock:
+            self._idle.wait_for(lambda: not self._executing, INTERRUPT_WAIT)
+        _exit(1)
 
 
 def _format_exception(filename: str | None = None, source: str | None = None) -> str:

@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 import types
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -418,8 +419,17 @@ class MultiChannel(_channel.ChannelList[Channel]):
         return received
 
     def waitclose(self, timeout: float | None = None) -> None:
+        """Wait for every channel to close; then raise the first
+        :class:`RemoteError`, if any (as execnet, after waiting for all)."""
+        first: RemoteError | None = None
         for channel in self._channels:
-            channel.waitclose(timeout)
+            try:
+                # Channel-like objects of execnet's own take no timeout.
+                channel.waitclose() if timeout is None else channel.waitclose(timeout)
+            except RemoteError as exc:
+                first = first or exc
+        if first is not None:
+            raise first
 
 
 def _put_pair(received: queue.Queue[Any], channel: Channel, item: Any) -> None:
@@ -489,12 +499,38 @@ class Gateway:
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return _run(self._gateway.call, function, *args, **kwargs)
 
+    @property
+    def remoteaddress(self) -> str | None:
+        """The address the gateway reached: its ssh or socket target."""
+        for key in ("ssh", "socket"):
+            value = getattr(self.spec, key)
+            if isinstance(value, str):
+                return value
+        return None
+
+    def remote_init_threads(self, num: int | None = None) -> None:
+        """Deprecated in execnet, where it does nothing: so here."""
+        warnings.warn(
+            "remote_init_threads() is deprecated and does nothing (as in execnet)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+
     def hasreceiver(self) -> bool:
         return self._gateway.is_alive
 
     def exit(self, timeout: float | None = None) -> None:
-        """Ask the remote to exit; kill it after ``timeout`` seconds."""
-        _run(self._gateway.exit, timeout)
+        """Ask the worker to exit and leave the group, without waiting (as
+        execnet); code still running after :data:`EXIT_GRACE` seconds is
+        interrupted and the worker exits. :meth:`join` waits for it.
+
+        With ``timeout``, block instead until it has exited, killing it
+        after ``timeout`` seconds.
+        """
+        if timeout is None:
+            _run_sync(self._gateway.request_exit, EXIT_GRACE)
+        else:
+            _run(self._gateway.exit, timeout)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the connection has ended."""
@@ -505,6 +541,10 @@ async def _wait_for(function: Callable[[], Any], timeout: float | None) -> None:
     async with asyncio.timeout(timeout):
         await function()
 
+
+#: Seconds a worker told to exit by :meth:`Gateway.exit` lets its running
+#: code go on before interrupting it (execnet's figure).
+EXIT_GRACE = 5.0
 
 _live_groups: weakref.WeakSet[Group] = weakref.WeakSet()
 #: Seconds groups left open at interpreter exit get before being killed.

@@ -302,8 +302,18 @@ import json
 import os
 import time
 
-import psutil
 import pytest
+
+
+def started(pid="self"):
+    # /proc/PID/stat's starttime (clock ticks since boot), as wall-clock time:
+    # consistent between processes to a tick (psutil's create_time rounds the
+    # boot time to whole seconds).
+    with open(f"/proc/{{pid}}/stat") as stat:
+        ticks = int(stat.read().rsplit(")", 1)[1].split()[19])
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - age
+
 
 MARKS = {{"conftest": time.time()}}
 WHO = os.environ.get("PYTEST_XDIST_WORKER", "controller")
@@ -341,17 +351,25 @@ def pytest_xdist_node_collection_finished(node, ids):
     MARKS.setdefault("workers_collected", []).append(time.time())
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session):
     mark("finish")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    path = os.environ.get("{TIMELINE_VARIABLE}")
+    if path is None:
+        return
     record = {{
         "who": WHO,
         "pid": os.getpid(),
-        "created": psutil.Process().create_time(),
-        "cpu": time.process_time(),
+        "created": started(),
+        "parent": os.getppid(),
+        "parent_created": started(os.getppid()),
+        "cpu": time.process_time(),  # this process's, up to here (not its exit)
         "marks": MARKS,
     }}
-    with open(os.environ["{TIMELINE_VARIABLE}"], "a") as out:
+    with open(path, "a") as out:
         out.write(json.dumps(record) + "\\n")
 """
 
@@ -388,6 +406,7 @@ def run_timeline(project: Path, argv: Sequence[str], expect: re.Pattern[str]) ->
 def describe_timeline(title: str, timeline: Timeline) -> str:
     """A line per process: when it started, was ready, collected, ended."""
     c = timeline.controller
+    zero = c["created"]
     lines = [
         f"{title}: wall {timeline.run.wall:.2f}s, CPU of all processes {timeline.run.cpu:.2f}s "
         f"(controller {c['cpu']:.2f}s)",
@@ -412,6 +431,12 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
             f"({timeline.at(c, 'collect_end') - timeline.at(c, 'collect_start'):.2f}s), "
             f"finish {timeline.at(c, 'finish'):.2f}"
         )
+    parents = {w["parent"]: w["parent_created"] for w in timeline.workers}
+    for pid, created in sorted(parents.items()):
+        if pid != c["pid"]:
+            lines.append(
+                f"  workers' parent {pid} (not the controller): started {created - zero:.2f}"
+            )
     if timeline.workers:
         lines.append(
             "  worker  created  start->ready  ready  collect  (s)    run+finish  end     CPU s"
@@ -436,6 +461,11 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
             f"collection {statistics.median(collect):.2f}s; "
             f"workers' CPU summed {sum(w['cpu'] for w in timeline.workers):.2f}s"
         )
+    recorded = c["cpu"] + sum(w["cpu"] for w in timeline.workers)
+    lines.append(
+        f"  CPU not in the records above (process exits, other processes): "
+        f"{timeline.run.cpu - recorded:.2f}s"
+    )
     return "\n".join(lines)
 
 

@@ -24,9 +24,12 @@ def recursive(channel, n):  # type: ignore[no-untyped-def]
 
 
 def test_function_source_and_kwargs() -> None:
-    source, name, kwargs, is_async = exec_request(self_contained, {"n": 5})
-    assert source.startswith("def self_contained(channel")
-    assert (name, kwargs, is_async) == ("self_contained", {"n": 5}, False)
+    source, name, kwargs, is_async, filename = exec_request(self_contained, {"n": 5})
+    # padded so that line numbers are those of this file
+    first = self_contained.__code__.co_firstlineno
+    assert source.splitlines()[first - 1].startswith("def self_contained(channel")
+    assert source[: first - 1] == "\n" * (first - 1)
+    assert (name, kwargs, is_async, filename) == ("self_contained", {"n": 5}, False, __file__)
 
 
 def test_recursion_is_allowed() -> None:
