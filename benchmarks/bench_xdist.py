@@ -300,6 +300,7 @@ def report(
 TIMELINE_CONFTEST = f"""\
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -351,8 +352,30 @@ def pytest_xdist_node_collection_finished(node, ids):
     MARKS.setdefault("workers_collected", []).append(time.time())
 
 
+def pytest_runtest_logreport(report):
+    mark("first_report")
+    MARKS["last_report"] = time.time()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    MARKS.setdefault("workers_down", []).append(time.time())
+
+
 def pytest_sessionfinish(session):
     mark("finish")
+
+
+def thread_cpu():
+    # CPU seconds per thread of this process, by thread name.
+    names = {{thread.native_id: thread.name for thread in threading.enumerate()}}
+    cpu = {{}}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{{tid}}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        name = names.get(int(tid), f"tid {{tid}}")
+        cpu[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu
 
 
 @pytest.hookimpl(trylast=True)
@@ -367,6 +390,7 @@ def pytest_unconfigure(config):
         "parent": os.getppid(),
         "parent_created": started(os.getppid()),
         "cpu": time.process_time(),  # this process's, up to here (not its exit)
+        "threads": thread_cpu(),
         "marks": MARKS,
     }}
     with open(path, "a") as out:
@@ -416,13 +440,18 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
     if "setupnodes" in marks:
         ready_at = [t - c["created"] for t in marks.get("workers_ready", [])]
         collected_at = [t - c["created"] for t in marks.get("workers_collected", [])]
+        down_at = [t - c["created"] for t in marks.get("workers_down", [])]
         lines.append(
             f"  controller: conftest {timeline.at(c, 'conftest'):.2f}, sessionstart "
             f"{timeline.at(c, 'ready'):.2f}, setupnodes {timeline.at(c, 'setupnodes'):.2f}, "
             f"workers ready {min(ready_at):.2f}..{max(ready_at):.2f}, "
             f"collections in {min(collected_at):.2f}..{max(collected_at):.2f}, "
-            f"finish {timeline.at(c, 'finish'):.2f}"
+            f"first report {timeline.at(c, 'first_report'):.2f}, last report "
+            f"{timeline.at(c, 'last_report'):.2f}, workers down {min(down_at):.2f}.."
+            f"{max(down_at):.2f}, finish {timeline.at(c, 'finish'):.2f}"
         )
+        threads = ", ".join(f"{name} {cpu:.2f}" for name, cpu in c["threads"].items())
+        lines.append(f"  controller CPU by thread (s): {threads}")
     else:
         lines.append(
             f"  (one process) conftest {timeline.at(c, 'conftest'):.2f}, ready "
@@ -439,15 +468,15 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
             )
     if timeline.workers:
         lines.append(
-            "  worker  created  start->ready  ready  collect  (s)    run+finish  end     CPU s"
+            "  worker  created  start->ready  ready  collect  (s)    last report  end     CPU s"
         )
     for w in timeline.workers:
         created, ready = timeline.at(w, "created"), timeline.at(w, "ready")
         start, end = timeline.at(w, "collect_start"), timeline.at(w, "collect_end")
-        finish = timeline.at(w, "finish")
+        finish, last = timeline.at(w, "finish"), timeline.at(w, "last_report")
         lines.append(
             f"  {w['who']:<6}  {created:7.2f}  {ready - created:12.2f}  {ready:5.2f}  "
-            f"{start:5.2f}..{end:5.2f} ({end - start:4.2f})  {finish - end:10.2f}  "
+            f"{start:5.2f}..{end:5.2f} ({end - start:4.2f})  {last:11.2f}  "
             f"{finish:6.2f}  {w['cpu']:5.2f}"
         )
     if timeline.workers:

@@ -28,6 +28,7 @@ def test_error_tree() -> None:
         asyncgw.ChannelError: asyncgw.AsyncgwError,
         asyncgw.ChannelClosed: asyncgw.ChannelError,
         asyncgw.RemoteError: asyncgw.ChannelError,
+        asyncgw.ChannelIOError: asyncgw.ChannelError,
         asyncgw.ProtocolError: asyncgw.AsyncgwError,
         asyncgw.DataFormatError: asyncgw.AsyncgwError,
         asyncgw.DumpError: asyncgw.DataFormatError,
@@ -39,6 +40,8 @@ def test_error_tree() -> None:
         assert issubclass(cls, parent), cls
         assert cls.__doc__ and "raised" in cls.__doc__.lower(), cls
     assert issubclass(asyncgw.ChannelClosed, EOFError)
+    assert issubclass(asyncgw.GatewayLost, EOFError)  # as execnet's lost channels
+    assert issubclass(asyncgw.ChannelIOError, OSError)  # execnet's IOError
     assert issubclass(asyncgw.TimeoutError, builtins.TimeoutError)
     for cls in tree:  # no class shadows a builtin without subclassing it
         if hasattr(builtins, cls.__name__):
