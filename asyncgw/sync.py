@@ -114,7 +114,8 @@ class _Outbox:
 
     def __init__(self, channel: _channel.Channel) -> None:
         self._channel = channel
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0  # senders blocked on a full outbox
         self._pending: deque[bytes] = deque()
         self._queued = 0  # bytes in _pending or being sent
         self._error: BaseException | None = None
@@ -125,9 +126,7 @@ class _Outbox:
         """Queue ``payload``; block while the outbox is full, at most
         ``timeout`` seconds (then raise ``TimeoutError``, nothing queued)."""
         with self._cond:
-            if not self._cond.wait_for(
-                lambda: self._queued < OUTBOX_LIMIT or self._error is not None, timeout
-            ):
+            if self._queued >= OUTBOX_LIMIT and self._error is None and not self._wait(timeout):
                 raise TimeoutError(
                     f"channel {self._channel.id}: the remote side did not take"
                     f" values for {timeout}s (its window is full); nothing was sent"
@@ -141,6 +140,21 @@ class _Outbox:
                 self._task = _STARTING
         if start:
             submit(self._start)
+
+    def _wait(self, timeout: float | None) -> bool:
+        """Wait for room (caller holds _cond); False if ``timeout`` passed."""
+        self._waiting += 1
+        try:
+            return self._cond.wait_for(
+                lambda: self._queued < OUTBOX_LIMIT or self._error is not None, timeout
+            )
+        finally:
+            self._waiting -= 1
+
+    def _wake_senders(self) -> None:
+        """Caller holds _cond: wake senders waiting for room, if any."""
+        if self._waiting:
+            self._cond.notify_all()
 
     def _start(self) -> None:
         """On the loop: write what the window allows right here; only a
@@ -156,7 +170,7 @@ class _Outbox:
                 pending.clear()
                 sent = self._queued
             self._queued -= sent
-            self._cond.notify_all()
+            self._wake_senders()
             if not pending:
                 self._task = None
                 # A thread is likely to wait for the answer: write now, not
@@ -187,7 +201,7 @@ class _Outbox:
                     self._pending.clear()
                     self._queued = 0
                     self._task = None
-                    self._cond.notify_all()
+                    self._cond.notify_all()  # an error: everyone must see it
                 assert self._idle is not None
                 self._idle.set()
                 if isinstance(exc, asyncio.CancelledError):
@@ -195,7 +209,7 @@ class _Outbox:
                 return
             with self._cond:
                 self._queued -= sent
-                self._cond.notify_all()
+                self._wake_senders()
 
     async def flushed(self) -> None:
         """Wait until what was queued before this call is written."""

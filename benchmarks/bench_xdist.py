@@ -362,8 +362,9 @@ def pytest_testnodedown(node, error):
     MARKS.setdefault("workers_down", []).append(time.time())
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session):
-    mark("finish")
+    mark("finish")  # before xdist's (the controller's ends its workers)
 
 
 def thread_cpu():
@@ -380,6 +381,7 @@ def thread_cpu():
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
+    mark("unconfigure")
     path = os.environ.get("{TIMELINE_VARIABLE}")
     if path is None:
         return
@@ -448,7 +450,8 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
             f"collections in {min(collected_at):.2f}..{max(collected_at):.2f}, "
             f"first report {timeline.at(c, 'first_report'):.2f}, last report "
             f"{timeline.at(c, 'last_report'):.2f}, workers down {min(down_at):.2f}.."
-            f"{max(down_at):.2f}, finish {timeline.at(c, 'finish'):.2f}"
+            f"{max(down_at):.2f}, sessionfinish {timeline.at(c, 'finish'):.2f}, unconfigure "
+            f"{timeline.at(c, 'unconfigure'):.2f}"
         )
         threads = ", ".join(f"{name} {cpu:.2f}" for name, cpu in c["threads"].items())
         lines.append(f"  controller CPU by thread (s): {threads}")
@@ -458,7 +461,7 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
             f"{timeline.at(c, 'ready'):.2f}, collection {timeline.at(c, 'collect_start'):.2f}"
             f"..{timeline.at(c, 'collect_end'):.2f} "
             f"({timeline.at(c, 'collect_end') - timeline.at(c, 'collect_start'):.2f}s), "
-            f"finish {timeline.at(c, 'finish'):.2f}"
+            f"end {timeline.at(c, 'unconfigure'):.2f}"
         )
     parents = {w["parent"]: w["parent_created"] for w in timeline.workers}
     for pid, created in sorted(parents.items()):
@@ -468,12 +471,12 @@ def describe_timeline(title: str, timeline: Timeline) -> str:
             )
     if timeline.workers:
         lines.append(
-            "  worker  created  start->ready  ready  collect  (s)    last report  end     CPU s"
+            "  worker  created  start->ready  ready  collect  (s)    last report  unconf  CPU s"
         )
     for w in timeline.workers:
         created, ready = timeline.at(w, "created"), timeline.at(w, "ready")
         start, end = timeline.at(w, "collect_start"), timeline.at(w, "collect_end")
-        finish, last = timeline.at(w, "finish"), timeline.at(w, "last_report")
+        finish, last = timeline.at(w, "unconfigure"), timeline.at(w, "last_report")
         lines.append(
             f"  {w['who']:<6}  {created:7.2f}  {ready - created:12.2f}  {ready:5.2f}  "
             f"{start:5.2f}..{end:5.2f} ({end - start:4.2f})  {last:11.2f}  "

@@ -47,6 +47,18 @@ def test_execnet_is_asyncgw():
 """
 
 
+FORKED = """\
+import os
+import psutil
+
+def test_forked_from_a_fork_server():
+    # parent: the group's fork server (a bare interpreter); grandparent: pytest
+    parent = psutil.Process(os.getppid())
+    assert "pytest" not in " ".join(parent.cmdline())
+    assert "pytest" in " ".join(parent.parent().cmdline())
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     for index in range(4):
@@ -85,8 +97,9 @@ def expected_counts(directory: Path, *tests: str) -> dict[str, int]:
 
 def test_same_outcomes_as_without_xdist(project: Path) -> None:
     expected = expected_counts(project, "--ignore=test_where.py")
+    (project / "test_forked.py").write_text(FORKED)
     counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "2")
-    assert counts == {**expected, "passed": expected["passed"] + 1}, output
+    assert counts == {**expected, "passed": expected["passed"] + 2}, output
     assert "bringing up nodes" in output
 
 
