@@ -23,6 +23,7 @@ import builtins
 import os
 import sys
 import threading
+import weakref
 from collections import deque
 
 from ._wire import (
@@ -366,6 +367,7 @@ class Channel:
             items, self._items = list(self._items), deque()
             self._callback, self._endmarker = callback, endmarker
             closed = self._input_ended
+        self._worker.hold(self)  # it lives for its callback, referenced or not
         for item in items:
             self._call_back(item)
         if closed and endmarker is not _NO_ENDMARKER:
@@ -398,6 +400,15 @@ class Channel:
 
     def isclosed(self) -> bool:
         return self._closed or self._remote_closed
+
+    def __del__(self) -> None:
+        # Remote code dropped a channel it never closed: close it, as execnet
+        # does, so that the other side is not left waiting (and no id leaks).
+        if not self._closed:
+            try:
+                self._worker.close_dropped(self.id)
+            except Exception:  # interpreter shutdown: nobody is left to tell
+                pass
 
     def _getremoteerror(self) -> Exception | None:
         """The error (a ``RemoteError``) the other side closed the channel
@@ -614,9 +625,16 @@ class Worker:
         self.execmodel = config.get("execmodel") or "thread"
         self.max_frame = int(config.get("max_frame") or DEFAULT_MAX_PAYLOAD)
         self.handle = _GatewayHandle(self)
-        self._write_lock = threading.Lock()
+        self._write_lock = threading.RLock()  # a collected channel's close may nest
         self._lock = threading.Lock()  # guards the fields below
-        self._channels: dict[int, Channel] = {}
+        # Channels live as long as something references them: remote code,
+        # a queue they wait in, running code; those with a callback are held.
+        self._channels: weakref.WeakValueDictionary[int, Channel] = (
+            weakref.WeakValueDictionary()
+        )
+        self._held: dict[int, Channel] = {}
+        self._writer = 0  # the thread inside write_frame
+        self._dropped: list[int] = []  # closes of channels collected meanwhile
         self._next_id = 2  # the remote side numbers its channels even
         self._executing = 0
         self._terminating = False
@@ -633,15 +651,29 @@ class Worker:
     def write_frame(self, msgtype: int, ident: int, payload: bytes = b"") -> None:
         header = HEADER.pack(msgtype, ident, len(payload))
         with self._write_lock:
+            self._writer = threading.get_ident()
             try:
                 if len(payload) < 65536:
                     self._write_all(header + payload)
                 else:  # spare a copy of big payloads
                     self._write_all(header)
                     self._write_all(payload)
+                while self._dropped:  # collected while we wrote: close them now
+                    self._write_all(HEADER.pack(CLOSE, self._dropped.pop(), 0))
             except OSError:
                 # The local side is gone; nobody is left to tell.
                 _exit(0)
+            finally:
+                self._writer = 0
+
+    def close_dropped(self, ident: int) -> None:
+        """Send the close of a channel that was garbage-collected (from its
+        ``__del__``, which may run in any thread at any point: inside our own
+        write_frame it only queues, so frames never interleave)."""
+        if self._writer == threading.get_ident():
+            self._dropped.append(ident)
+        else:
+            self.write_frame(CLOSE, ident)
 
     def _write_all(self, data: bytes) -> None:
         view = memoryview(data)
@@ -684,11 +716,17 @@ class Worker:
             return obj.id
         return None
 
+    def hold(self, channel: Channel) -> None:
+        with self._lock:
+            self._held[channel.id] = channel
+
     def forget_if_done(self, channel: Channel) -> None:
         if channel._closed and channel._remote_closed:
             with self._lock:
                 if self._channels.get(channel.id) is channel:
                     del self._channels[channel.id]
+                if self._held.get(channel.id) is channel:
+                    del self._held[channel.id]
 
     # -- input
 

@@ -304,3 +304,24 @@ def test_make_receive_queue_of_a_group(group: execnet.Group) -> None:
     items = sorted(str(received.get(timeout=TIMEOUT)[1]) for _ in range(4))
     assert items == ["END", "END", "gw0", "gw1"]
     assert threading.active_count() < 50
+
+
+def test_a_channel_remote_code_drops_is_closed_and_forgotten(group: execnet.Group) -> None:
+    gw = group.makegateway()
+    sub = gw.newchannel()
+    seen: list[object] = []
+    sub.setcallback(seen.append, endmarker="END")
+    channel = gw.remote_exec(
+        "import threading\n"
+        "def produce(c):\n"
+        "    for i in range(3):\n"
+        "        c.send(i)\n"
+        "threading.Thread(target=produce, args=(channel.receive(),)).start()\n"
+    )
+    channel.send(sub)
+    sub.waitclose(TIMEOUT)  # closed when the thread let go of it
+    assert seen == [0, 1, 2, "END"]
+    channel.waitclose(TIMEOUT)
+    for _ in range(3):  # channels the remote code made and dropped leave no trace
+        gw.remote_exec("channel.gateway.newchannel()").waitclose(TIMEOUT)
+    assert gw.remote_status().numchannels <= 1  # the status request's own
