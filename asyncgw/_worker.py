@@ -633,6 +633,7 @@ class Worker:
             weakref.WeakValueDictionary()
         )
         self._held: dict[int, Channel] = {}
+        self._async_runs: set[Any] = set()  # futures of running async code
         self._writer = 0  # the thread inside write_frame
         self._dropped: list[int] = []  # closes of channels collected meanwhile
         self._next_id = 2  # the remote side numbers its channels even
@@ -817,6 +818,10 @@ class Worker:
         if refused:
             channel._send_close("the gateway is terminating and accepts no new code")
             return
+        # Held until closed both ways: async code waiting on it is otherwise
+        # reachable only through the channel itself (a cycle the collector
+        # would take, closing the channel under the running code).
+        self.hold(channel)
         if is_async:
             self._run_async(channel, code, source, funcname, kwargs)
         elif self.execmodel == "main_thread_only":
@@ -897,7 +902,10 @@ class Worker:
                 error = _format_exception(code.co_filename, source)
             self._finish(channel, error)
 
-        asyncio.run_coroutine_threadsafe(run(), loop)
+        # Tasks are referenced weakly by their loop: hold each until done.
+        future = asyncio.run_coroutine_threadsafe(run(), loop)
+        self._async_runs.add(future)
+        future.add_done_callback(self._async_runs.discard)
 
     def _schedule_on_main(self, channel: Channel, args: tuple[Any, ...]) -> None:
         """Queue sync code for the main thread (``main_thread_only``). Code

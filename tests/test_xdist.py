@@ -171,3 +171,23 @@ def test_ssh_workers_with_rsync(project: Path, sshd: Sshd) -> None:  # noqa: F81
     assert sorted(p.name for p in copied.glob("test_*.py")) == sorted(
         p.name for p in project.glob("test_*.py")
     )
+
+
+def test_workers_on_another_interpreter(
+    project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Another interpreter: a venv of ours that sees our site-packages (pytest).
+    import venv
+
+    env_dir = tmp_path_factory.mktemp("other-python")
+    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    python = env_dir / "bin" / "python"
+    (project / "test_which_python.py").write_text(
+        "import os, sys\n\ndef test_python():\n"
+        "    assert sys.prefix == os.environ['EXPECTED_PREFIX']\n"
+    )
+    counts, output = run_pytest(
+        project, "-p", "asyncgw.xdist", "--tx", f"2*popen//python={python}", "--dist", "load",
+        env={"EXPECTED_PREFIX": str(env_dir)},
+    )  # fmt: skip
+    assert counts == {"passed": 42, "failed": 4, "skipped": 4}, output
