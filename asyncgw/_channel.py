@@ -33,6 +33,7 @@ from ._wire import (
     CLOSE_ERROR,
     DATA,
     FRAME_COST,
+    HEADER,
     LoadError,
     check_frame_size,
     clip_text,
@@ -168,7 +169,8 @@ class Channel:
             self._run_callback(self._endmarker)
 
     def _on_ack(self, consumed: int) -> None:
-        self._outstanding -= consumed
+        with self._router.write_lock:  # send_from_thread counts too
+            self._outstanding -= consumed
         self._release_sender()
 
     def _release_sender(self) -> None:
@@ -384,10 +386,29 @@ class Channel:
         """
         self._check_sendable()
         cost = len(payload) + FRAME_COST
-        if self._outstanding > 0 and self._outstanding + cost > self.gateway.window:
-            return False
-        self._outstanding += cost
-        self._router.write_frame(DATA, self.id, payload)
+        with self._router.write_lock:
+            if self._outstanding > 0 and self._outstanding + cost > self.gateway.window:
+                return False
+            self._outstanding += cost
+            self._router.write_frame(DATA, self.id, payload)
+        return True
+
+    def send_from_thread(self, payload: bytes) -> bool:
+        """The blocking facade's fast send: write the frame to the worker's
+        pipe from the calling thread, without waking the loop, when the
+        router can (:meth:`Router.write_from_thread`) and the window has
+        room. False: nothing was sent; use :meth:`send_encoded_nowait` on
+        the loop. The caller keeps its sends on this channel in order."""
+        cost = len(payload) + FRAME_COST
+        frame = HEADER.pack(DATA, self.id, len(payload)) + payload
+        with self._router.write_lock:
+            if self._closed or self._remote_closed:
+                return False  # the loop's path raises the right error
+            if self._outstanding > 0 and self._outstanding + cost > self.gateway.window:
+                return False
+            if not self._router.write_from_thread(frame):
+                return False
+            self._outstanding += cost
         return True
 
     def flush(self) -> None:

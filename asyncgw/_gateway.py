@@ -228,7 +228,8 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
     transport = await _fork(spec, gateway._router, config, group)
     if transport is None:
         transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
-    gateway._transport = gateway._router.transport = transport
+    gateway._transport = transport
+    gateway._router.attach(transport)
     try:
         async with asyncio.timeout(timeout):
             gateway._hello = await gateway._router.hello

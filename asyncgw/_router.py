@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +53,8 @@ log = logging.getLogger("asyncgw")
 FLUSH_THRESHOLD = 256 * 1024
 #: Payloads this large bypass the buffer (one copy fewer).
 LARGE_PAYLOAD = 64 * 1024
+#: The largest frame another thread writes to the worker's stream itself.
+DIRECT_LIMIT = 16 * 1024
 
 
 class Router:
@@ -82,6 +86,26 @@ class Router:
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
         self._writable: asyncio.Future[None] | None = None
+        #: Guards every write, and the send windows of the channels, so that
+        #: another thread may write a frame straight to the worker's pipe
+        #: (write_from_thread) in between the loop's own writes.
+        self.write_lock = threading.RLock()
+        self._direct_fd: int | None = None  # our own duplicate of that pipe
+
+    def attach(self, transport: Transport) -> None:
+        """Write to ``transport`` from now on."""
+        self.transport = transport
+        fd = transport.stream_fd()
+        if fd is not None and not os.get_blocking(fd):
+            # A duplicate: its number stays ours until we close it, whatever
+            # the transport does with its own.
+            self._direct_fd = os.dup(fd)
+
+    def _close_direct(self) -> None:
+        with self.write_lock:
+            fd, self._direct_fd = self._direct_fd, None
+        if fd is not None:
+            os.close(fd)
 
     # -- reading (StreamSink)
 
@@ -180,6 +204,7 @@ class Router:
             if diagnosis:
                 message = f"{message} ({diagnosis})"
         self.lost = GatewayLost(message, self.gateway_id)
+        self._close_direct()  # or the worker never sees the end of its input
         if self.transport is not None:
             # End of input makes a worker that is still there exit at once.
             self.transport.close_input()
@@ -233,29 +258,62 @@ class Router:
         if self.lost is not None:
             raise self.lost
         header = HEADER.pack(msgtype, ident, len(payload))
-        if len(payload) >= LARGE_PAYLOAD:
-            self.flush()
-            assert self.transport is not None
-            self.transport.write(header)
-            self.transport.write(payload)
-            return
-        self._out.append(header + payload if payload else header)
-        self._out_size += HEADER.size + len(payload)
-        if self._out_size >= FLUSH_THRESHOLD:
-            self.flush()
-        elif self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self.flush)
+        with self.write_lock:
+            if len(payload) >= LARGE_PAYLOAD:
+                self.flush()
+                assert self.transport is not None
+                self.transport.write(header)
+                self.transport.write(payload)
+                return
+            self._out.append(header + payload if payload else header)
+            self._out_size += HEADER.size + len(payload)
+            if self._out_size >= FLUSH_THRESHOLD:
+                self.flush()
+            elif self._flush_handle is None:
+                self._flush_handle = self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write what is buffered now."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        if self._out and self.lost is None and self.transport is not None:
-            out = self._out
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
-        self._out = []
-        self._out_size = 0
+        with self.write_lock:
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            if self._out and self.lost is None and self.transport is not None:
+                out = self._out
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._out = []
+            self._out_size = 0
+
+    def write_from_thread(self, frame: bytes) -> bool:
+        """Write ``frame`` to the worker's pipe now, from a thread other than
+        the loop's, if that can be done without reordering or blocking: the
+        stream is a non-blocking pipe, nothing of ours waits to be written,
+        and the frame fits in one atomic pipe write. Caller holds
+        :attr:`write_lock`. False: nothing was written; go through the loop.
+        """
+        fd = self._direct_fd
+        if (
+            fd is None
+            or len(frame) > DIRECT_LIMIT
+            or self._out
+            or self.lost is not None
+            or (self._writable is not None and not self._writable.done())
+            or self.transport is None
+            or self.transport.write_buffer_size()
+        ):
+            return False
+        try:
+            written = os.write(fd, frame)
+        except OSError:  # full (EAGAIN) or gone: the loop's path sorts it out
+            return False
+        if written < len(frame):
+            # The rest goes first, through the loop: nothing is written
+            # directly while _out holds anything, and the loop writes _out
+            # before anything else.
+            self._out.append(frame[written:])
+            self._out_size += len(frame) - written
+            self._loop.call_soon_threadsafe(self.flush)
+        return True
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():

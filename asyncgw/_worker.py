@@ -629,9 +629,7 @@ class Worker:
         self._lock = threading.Lock()  # guards the fields below
         # Channels live as long as something references them: remote code,
         # a queue they wait in, running code; those with a callback are held.
-        self._channels: weakref.WeakValueDictionary[int, Channel] = (
-            weakref.WeakValueDictionary()
-        )
+        self._channels: weakref.WeakValueDictionary[int, Channel] = weakref.WeakValueDictionary()
         self._held: dict[int, Channel] = {}
         self._async_runs: set[Any] = set()  # futures of running async code
         self._writer = 0  # the thread inside write_frame

@@ -122,6 +122,15 @@ class _Outbox:
         self._task: asyncio.Task[None] | None = None
         self._idle: asyncio.Event | None = None
 
+    def send_now(self, payload: bytes) -> bool:
+        """Write ``payload`` from this thread, if nothing queued here must go
+        first and the core can (:meth:`Channel.send_from_thread`): no hop to
+        the loop thread. False: nothing was sent."""
+        with self._cond:
+            return (
+                not self._queued and self._error is None and self._channel.send_from_thread(payload)
+            )
+
     def put(self, payload: bytes, timeout: float | None = None) -> None:
         """Queue ``payload``; block while the outbox is full, at most
         ``timeout`` seconds (then raise ``TimeoutError``, nothing queued)."""
@@ -248,7 +257,9 @@ class Channel:
         :raises ChannelClosed: (an ``OSError`` in execnet) if closed.
         :raises TimeoutError: if the window stayed full; nothing was sent.
         """
-        self._outbox.put(self._channel.encode(item), timeout)
+        payload = self._channel.encode(item)
+        if not self._outbox.send_now(payload):
+            self._outbox.put(payload, timeout)
 
     def receive(self, timeout: float | None = None) -> Any:
         """The next value; blocks up to ``timeout`` seconds (None: forever).

@@ -323,3 +323,32 @@ def test_send_to_a_remote_that_does_not_read_blocks_up_to_its_timeout(
     control.send("go")
     data.send(None)
     assert control.receive(timeout=30) == sent * len(chunk)
+
+
+def test_sends_from_threads_keep_their_order_small_and_large(group: execnet.Group) -> None:
+    # Small values are written from the sending thread, large ones and those
+    # behind a full window through the loop: per thread, order must hold.
+    gw = group.makegateway()
+    channel = gw.remote_exec(
+        "seen = {}\n"
+        "for item in channel:\n"
+        "    if item is None:\n"
+        "        break\n"
+        "    tag, index, blob = item\n"
+        "    assert seen.get(tag, -1) == index - 1, (tag, index)\n"
+        "    seen[tag] = index\n"
+        "channel.send(sorted(seen.items()))\n"
+    )
+    big = b"x" * 200_000
+
+    def sender(tag: int) -> None:
+        for index in range(300):
+            channel.send((tag, index, big if index % 50 == 7 else b""))
+
+    threads = [threading.Thread(target=sender, args=(tag,)) for tag in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    channel.send(None)
+    assert channel.receive(timeout=30) == [(tag, 299) for tag in range(4)]

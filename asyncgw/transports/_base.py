@@ -66,6 +66,17 @@ class Transport(abc.ABC):
         """What is known of why the stream ended (exit code, last stderr)."""
         return ""
 
+    def stream_fd(self) -> int | None:
+        """The descriptor of the non-blocking pipe or socket the worker
+        reads, where the stream is one: the router may then write small
+        frames to it from another thread (``Router.write_from_thread``).
+        None: never."""
+        return None
+
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet handed to the operating system."""
+        return 0
+
     @abc.abstractmethod
     async def kill(self) -> None:
         """End the remote interpreter now, escalating as needed, and wait

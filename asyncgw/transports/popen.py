@@ -114,6 +114,15 @@ class PopenTransport(Transport):
     def write(self, data: bytes) -> None:
         self._stdin.write(data)
 
+    def stream_fd(self) -> int | None:
+        # asyncio's pipe transports name their pipe; uvloop's a socket (it
+        # connects subprocesses through socket pairs).
+        stream = self._stdin.get_extra_info("pipe") or self._stdin.get_extra_info("socket")
+        return stream.fileno() if stream is not None else None
+
+    def write_buffer_size(self) -> int:
+        return self._stdin.get_write_buffer_size()
+
     def close_input(self) -> None:
         self._stdin.close()
 
