@@ -31,9 +31,10 @@ The table is printed and, for a full run, written to
 ``docs/xdist-results.txt``. ``--profile`` then looks, once, at where the
 time of ``-p asyncgw.xdist -n 8`` goes: cProfile of the controller's main
 thread (top 25 by cumulative and by own time), and a timeline of every
-process (start, ready, collection, end; CPU) from a ``conftest.py`` added
-for that part only, beside execnet's ``-n 8`` and a ``-n 0``
-``--collect-only`` run.
+process (start, ready, collection, last report, end; CPU, per thread in
+the controller) from a ``conftest.py`` added for that part only, beside
+execnet's ``-n 8``, ``-n 0`` and ``-n 0 --collect-only``. That part is
+printed only, not written to the results file.
 """
 
 from __future__ import annotations
@@ -518,7 +519,7 @@ def profile(project: Path, progress: Callable[[str], None]) -> None:
 
     (project / "conftest.py").write_text(TIMELINE_CONFTEST)
     try:
-        # A discarded run first: the conftest's bytecode, psutil's import.
+        # A discarded run first: it writes the conftest's bytecode.
         run_pytest(project, [*PYTEST, "--collect-only"], COLLECTED)
         timelines = [
             ("-n 0 --collect-only", run_timeline(project, [*PYTEST, "--collect-only"], COLLECTED)),
