@@ -2,10 +2,10 @@
 
 Two stages. The command line carries a tiny loader (``python -c LOADER``)
 that reads a length-prefixed second stage from stdin and executes it; the
-second stage installs ``_wire`` and ``_worker`` as modules of a private
-package ``_asyncgw_remote`` (so an asyncgw installed remotely, of whatever
-version, is never touched) and calls ``main(config)`` — of ``_worker``, or
-of ``_forkserver`` for an interpreter that forks popen workers. Only the loader
+second stage installs ``_wire`` and the modules of ``remote/`` as modules
+of a private package ``_asyncgw_remote`` (so an asyncgw installed remotely, of whatever
+version, is never touched) and calls ``main(config)`` — of ``remote.worker``, or
+of ``remote.forkserver`` for an interpreter that forks popen workers. Only the loader
 crosses a shell, which keeps quoting trivial for ssh and cmd transports.
 """
 
@@ -24,20 +24,23 @@ _PACKAGE = "_asyncgw_remote"
 # The loader lives with the socket server, which must stand alone.
 _STAGE2 = """\
 import sys
+def _package(name):
+    package = type(sys)(name)
+    package.__path__ = []
+    sys.modules[name] = package
 def _install(name, source):
     module = type(sys)(name)
-    module.__package__ = {package!r}
+    module.__package__ = name.rpartition('.')[0]
     module.__file__ = '<asyncgw ' + name + '>'
     sys.modules[name] = module
     exec(compile(source, module.__file__, 'exec'), module.__dict__)
-    return module
-_package = type(sys)({package!r})
-_package.__path__ = []
-sys.modules[{package!r}] = _package
-_install({package!r} + '._wire', {wire!r})
-_install({package!r} + '._worker', {worker!r})
-{extra}sys.modules[{package!r} + '.' + {entry!r}].main({config!r})
+_package({package!r})
+_package({package!r} + '.remote')
+{installs}sys.modules[{package!r} + '.remote.' + {entry!r}].main({config!r})
 """
+
+#: The modules a worker is made of, in import order (paths in the package).
+WORKER_MODULES = ("_wire", "remote/execmodel", "remote/channel", "remote/alias", "remote/worker")
 
 
 @functools.cache
@@ -49,15 +52,15 @@ def module_source(module: str) -> str:
 def bootstrap_payload(config: dict[str, Any], *, forkserver: bool = False) -> bytes:
     """The bytes to write to a fresh interpreter's stdin after ``LOADER``:
     they make it a worker, or with ``forkserver`` a fork server for workers."""
-    extra = ""
-    if forkserver:
-        extra = f"_install({_PACKAGE!r} + '._forkserver', {module_source('_forkserver')!r})\n"
+    modules = WORKER_MODULES + (("remote/forkserver",) if forkserver else ())
+    installs = "".join(
+        f"_install({_PACKAGE + '.' + path.replace('/', '.')!r}, {module_source(path)!r})\n"
+        for path in modules
+    )
     stage2 = _STAGE2.format(
         package=_PACKAGE,
-        wire=module_source("_wire"),
-        worker=module_source("_worker"),
-        extra=extra,
-        entry="_forkserver" if forkserver else "_worker",
+        installs=installs,
+        entry="forkserver" if forkserver else "worker",
         config=config,
     ).encode("utf-8")
     return b"%010d" % len(stage2) + stage2

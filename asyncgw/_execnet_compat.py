@@ -50,12 +50,13 @@ def submodule(name: str) -> types.ModuleType:
     """The stand-in for ``execnet.<name>`` (made once)."""
     module = _made.get(name)
     if module is None:
-        from . import _worker, sync
+        from . import sync
+        from .remote import execmodel
 
         module = types.ModuleType(f"execnet.{name}", f"execnet.{name}, answered by asyncgw.sync")
         for attribute in SUBMODULES[name]:
             # The execmodel helpers are the worker's own (shared by both sides).
-            source = sync if hasattr(sync, attribute) else _worker
+            source = sync if hasattr(sync, attribute) else execmodel
             setattr(module, attribute, getattr(source, attribute))
         _made[name] = module
     return module

@@ -229,8 +229,8 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
     if transport is None:
         transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
     gateway._transport = transport
-    gateway._router.attach(transport)
     try:
+        gateway._router.attach(transport)
         async with asyncio.timeout(timeout):
             gateway._hello = await gateway._router.hello
     except BaseException as exc:

@@ -96,10 +96,13 @@ class Router:
         """Write to ``transport`` from now on."""
         self.transport = transport
         fd = transport.stream_fd()
-        if fd is not None and not os.get_blocking(fd):
-            # A duplicate: its number stays ours until we close it, whatever
-            # the transport does with its own.
-            self._direct_fd = os.dup(fd)
+        try:
+            if fd is not None and not os.get_blocking(fd):
+                # A duplicate: its number stays ours until we close it,
+                # whatever the transport does with its own.
+                self._direct_fd = os.dup(fd)
+        except OSError:  # closed meanwhile: the loop's path reports the loss
+            self._direct_fd = None
 
     def _close_direct(self) -> None:
         with self.write_lock:

@@ -55,12 +55,8 @@ from ._loopthread import run_blocking as _run
 from ._spec import XSpec
 from ._sync_rsync import RSync
 from ._tasks import run_all
-from ._worker import (
-    ChannelFileRead,
-    ChannelFileWrite,
-    ExecModel,
-    get_execmodel,
-)
+from .remote.channel import ChannelFileRead, ChannelFileWrite
+from .remote.execmodel import ExecModel, get_execmodel
 
 #: execnet 2.1's public names, exactly.
 __all__ = [

@@ -26,7 +26,7 @@ from . import _execnet_compat
 # xdist passes our command line (``-p asyncgw.xdist`` included) on to its
 # workers. There the worker's own execnet must stay: this plugin does
 # nothing (and a worker with no asyncgw installed gets an empty stand-in
-# for this module from the worker; see _worker.install_execnet_alias).
+# for this module from the worker; see remote/alias.py).
 IN_WORKER = "PYTEST_XDIST_WORKER" in os.environ
 
 execnet = None if IN_WORKER else _execnet_compat.install()

@@ -20,13 +20,13 @@ pytestmark = pytest.mark.anyio
 PACKAGE = Path(asyncgw.__file__).parent
 #: Modules that run in the remote interpreter, where running the caller's
 #: code is the point; every other module runs locally.
-REMOTE_MODULES = {"_worker.py", "_forkserver.py"}
+REMOTE = PACKAGE / "remote"
 FORBIDDEN_MODULES = {"pickle", "marshal", "shelve", "copyreg", "dill", "cloudpickle"}
 FORBIDDEN_CALLS = {"eval", "exec", "__import__", "compile"}
 
 
 def local_modules() -> list[Path]:
-    return [path for path in PACKAGE.rglob("*.py") if path.name not in REMOTE_MODULES]
+    return [path for path in PACKAGE.rglob("*.py") if REMOTE not in path.parents]
 
 
 @pytest.mark.parametrize("path", local_modules(), ids=lambda path: path.name)

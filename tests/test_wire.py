@@ -208,8 +208,9 @@ def test_wire_is_stdlib_only_and_python39_syntax() -> None:
     assert imports <= {"struct", "typing"}, imports
     if not PYTHON39.exists():
         pytest.skip("no Python 3.9 here")
-    for module in ("_wire.py", "_worker.py", "_forkserver.py"):
-        path = str(Path(_wire.__file__).parent / module)
+    package = Path(_wire.__file__).parent
+    for module in [package / "_wire.py", *sorted((package / "remote").glob("*.py"))]:
+        path = str(module)
         subprocess.run(
             [str(PYTHON39), "-I", "-c", f"compile(open({path!r}).read(), {path!r}, 'exec')"],
             check=True,

@@ -49,7 +49,9 @@ def test_worker_runs_isolated_outside_the_package(tmp_path: Path) -> None:
     assert data[:2] == (_wire.DATA, 1)
     # The package itself was never imported remotely, only the shipped modules.
     assert _wire.loads(data[2]) == [
-        "_asyncgw_remote", "_asyncgw_remote._wire", "_asyncgw_remote._worker",
+        "_asyncgw_remote", "_asyncgw_remote._wire", "_asyncgw_remote.remote",
+        "_asyncgw_remote.remote.alias", "_asyncgw_remote.remote.channel",
+        "_asyncgw_remote.remote.execmodel", "_asyncgw_remote.remote.worker",
     ]  # fmt: skip
     assert close[:2] == (_wire.CLOSE, 1)
 

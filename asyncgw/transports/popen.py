@@ -118,7 +118,10 @@ class PopenTransport(Transport):
         # asyncio's pipe transports name their pipe; uvloop's a socket (it
         # connects subprocesses through socket pairs).
         stream = self._stdin.get_extra_info("pipe") or self._stdin.get_extra_info("socket")
-        return stream.fileno() if stream is not None else None
+        try:
+            return stream.fileno() if stream is not None else None
+        except (ValueError, OSError):  # already closed: the worker is gone
+            return None
 
     def write_buffer_size(self) -> int:
         return self._stdin.get_write_buffer_size()

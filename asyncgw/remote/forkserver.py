@@ -6,7 +6,7 @@ with the worker modules compiled, costs about two. A group that starts
 several popen gateways of the same interpreter at once starts one of these
 and asks it for the workers (see ``transports/forkserver.py``).
 
-Runs remotely like ``_worker`` (stdlib only, Python >= 3.9 syntax), on a
+Runs remotely like ``worker`` (stdlib only, Python >= 3.9 syntax), on a
 Unix stream socket to the local side as fd 0. Over it, in ``_wire`` frames:
 
 - local -> here: ``DATA`` (request id, ``dumps(config)``), sent together
@@ -25,7 +25,7 @@ import signal
 import socket
 import sys
 
-from ._wire import CLOSE_ERROR, DATA, HELLO, MAGIC, FrameDecoder, dumps, encode_frame, loads
+from .._wire import CLOSE_ERROR, DATA, HELLO, MAGIC, FrameDecoder, dumps, encode_frame, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -129,9 +129,9 @@ def _become_worker(
         for target, fd in enumerate(streams):
             os.dup2(fd, target)
             os.close(fd)
-        from . import _worker
+        from . import worker
 
-        _worker.main(config)
+        worker.main(config)
         status = 0
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 1
