@@ -645,6 +645,11 @@ def render_table(results: list[Result]) -> str:
         ]
         for result in results
     ]
+    return format_rows(header, rows)
+
+
+def format_rows(header: list[str], rows: list[list[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:

@@ -67,6 +67,7 @@ from bench_core import (
     bench_roundtrip,
     format_cell,
     format_ratio,
+    format_rows,
     format_value,
     reap_children,
 )
@@ -239,15 +240,7 @@ def render_table(results: Sequence[Result]) -> str:
         ]
         for result in results
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *map(line, rows)])
+    return format_rows(header, rows)
 
 
 def environment_info() -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The remote worker: the main loop of a gateway's far side.
 
-Shipped as source with ``_wire`` and the rest of ``remote`` (see ``_bootstrap``) to interpreters of
-Python >= 3.9; stdlib only, and it imports asyncio only when async remote
-code runs, because importing asyncio costs several interpreter starts.
+Shipped as source with ``_wire`` and the rest of ``remote`` (see
+``_bootstrap``) to interpreters of Python >= 3.9; stdlib only, and it
+imports asyncio only when async remote code runs, because importing
+asyncio costs several interpreter starts.
 
 Threads: one reader (the main thread, or a helper thread under the
 ``main_thread_only`` model) owns the input stream and dispatches frames;
@@ -58,9 +59,9 @@ __all__ = ["Worker", "main"]
 CO_COROUTINE = 0x80  # inspect.CO_COROUTINE, without importing inspect
 PYCF_ALLOW_TOP_LEVEL_AWAIT = 0x2000  # ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 READ_SIZE = 256 * 1024
-#: Seconds a remote_exec waits for the main thread before that refusal
-#: (execnet's figure: long enough that the previous code, which has
-#: closed its channel, has surely let go of the main thread).
+#: Seconds a remote_exec waits for the main thread before it is refused
+#: with MAIN_THREAD_ONLY_DEADLOCK_TEXT (execnet's figure: long enough that
+#: the previous code, which has closed its channel, has let go of it).
 MAIN_THREAD_WAIT = 1.0
 #: Seconds interrupted code has to end before a terminating worker leaves.
 INTERRUPT_WAIT = 2.0
