@@ -6,7 +6,7 @@
      │   ├─ AuthenticationError
      │   ├─ HostKeyError
      │   ├─ BootstrapError
-     │   └─ GatewayLost       (also EOFError)
+     │   └─ GatewayLost       (also EOFError, OSError)
      ├─ ChannelError
      │   ├─ ChannelClosed     end of stream (also EOFError)
      │   ├─ ChannelIOError    send on a closed channel, ... (also OSError)
@@ -81,11 +81,11 @@ class BootstrapError(GatewayError):
     protocol version, or did not answer within the timeout."""
 
 
-class GatewayLost(GatewayError, EOFError):
+class GatewayLost(GatewayError, EOFError, OSError):
     """Raised by channel operations once the remote interpreter has gone
     (killed, crashed, exited, stream closed) — at once, never after a hang.
-    It is an ``EOFError``, as execnet raises for a channel whose gateway
-    went away."""
+    As execnet's errors for a channel whose gateway went away, it is an
+    ``EOFError`` (for ``receive``) and an ``OSError`` (for ``send``)."""
 
 
 class ChannelError(AsyncgwError):

@@ -41,6 +41,7 @@ def test_error_tree() -> None:
         assert cls.__doc__ and "raised" in cls.__doc__.lower(), cls
     assert issubclass(asyncgw.ChannelClosed, EOFError)
     assert issubclass(asyncgw.GatewayLost, EOFError)  # as execnet's lost channels
+    assert issubclass(asyncgw.GatewayLost, OSError)  # ... on send
     assert issubclass(asyncgw.ChannelIOError, OSError)  # execnet's IOError
     assert issubclass(asyncgw.TimeoutError, builtins.TimeoutError)
     for cls in tree:  # no class shadows a builtin without subclassing it
