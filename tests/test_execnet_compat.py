@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from asyncgw.remote.execmodel import MAIN_THREAD_ONLY_DEADLOCK_TEXT
 
 import asyncgw
 import asyncgw.sync as execnet
+from asyncgw.remote.execmodel import MAIN_THREAD_ONLY_DEADLOCK_TEXT
 
 TIMEOUT = 10.0
 
