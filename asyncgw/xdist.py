@@ -33,8 +33,9 @@ execnet = None if IN_WORKER else _execnet_compat.install()
 
 __all__ = ["PRELOAD", "pytest_xdist_setupnodes"]
 
-#: What every xdist worker imports first: done once, in the fork server.
-PRELOAD = ["pytest", "_pytest.config", "_pytest.main", "_pytest.runner"]
+#: What every xdist worker imports first: done once, in the fork server
+#: (asyncgw too: xdist hands workers ``-p asyncgw.xdist``, which imports it).
+PRELOAD = ["pytest", "_pytest.config", "_pytest.main", "_pytest.runner", "asyncgw"]
 
 
 @pytest.hookimpl(optionalhook=True)
