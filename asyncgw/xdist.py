@@ -10,7 +10,8 @@ not modified and nothing is installed where the workers run.
 What it adds to xdist's own behaviour is speed: xdist starts its workers
 one after the other; when it announces them (``pytest_xdist_setupnodes``)
 this plugin starts them all at once, and popen workers of one interpreter
-fork from a fork server that has already imported pytest.
+fork from a fork server that has already imported pytest and the installed
+pytest plugins.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ IN_WORKER = "PYTEST_XDIST_WORKER" in os.environ
 
 execnet = None if IN_WORKER else _execnet_compat.install()
 
-__all__ = ["PRELOAD", "pytest_xdist_setupnodes"]
+__all__ = ["PRELOAD", "installed_plugins", "pytest_xdist_setupnodes"]
 
 #: What every xdist worker imports first: done once, in the fork server
 #: (asyncgw too: xdist hands workers ``-p asyncgw.xdist``, which imports it).
@@ -48,5 +49,14 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None
     group = getattr(getattr(dsession, "nodemanager", None), "group", None)
     if not isinstance(group, execnet.Group):
         return  # not a session of ours (a plugin replaced xdist's pieces)
-    group._group.preload = list(PRELOAD)
+    group._group.preload = [*PRELOAD, *installed_plugins()]
     group._prestart(list(specs))
+
+
+def installed_plugins() -> list[str]:
+    """The modules of the installed pytest plugins (``pytest11`` entry
+    points): each worker imports them all as its pytest starts."""
+    from importlib.metadata import entry_points
+
+    modules = {entry.module for entry in entry_points(group="pytest11")}
+    return sorted(name for name in modules if not name.startswith("asyncgw"))
