@@ -176,12 +176,21 @@ def test_ssh_workers_with_rsync(project: Path, sshd: Sshd) -> None:  # noqa: F81
 def test_workers_on_another_interpreter(
     project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    # Another interpreter: a venv of ours that sees our site-packages (pytest).
+    # Another interpreter: a venv that sees this one's packages through a
+    # .pth file (pytest; not asyncgw's editable install, whose own .pth is
+    # not read there: `-p asyncgw.xdist` meets the worker's stand-in).
+    import sysconfig
     import venv
 
     env_dir = tmp_path_factory.mktemp("other-python")
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    (Path(site_packages) / "outer.pth").write_text("\n".join(sorted(paths)) + "\n")
     (project / "test_which_python.py").write_text(
         "import os, sys\n\ndef test_python():\n"
         "    assert sys.prefix == os.environ['EXPECTED_PREFIX']\n"
