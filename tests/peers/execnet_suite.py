@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -70,6 +71,13 @@ def _sshd(home: Path) -> Iterator[bool]:
         f"  IdentityFile {keys.user_key_path}\n"
         f"  UserKnownHostsFile {ssh / 'known_hosts'}\n"
     )
+    # OpenSSH's client (execnet runs it) reads the passwd entry's home, not
+    # $HOME: an `ssh` first on PATH points it at the same config.
+    bin_dir = home / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec {shutil.which("ssh") or "ssh"} -F {ssh / "config"} "$@"\n')
+    wrapper.chmod(0o755)
     sshd_dir = home / "sshd"
     sshd_dir.mkdir()
     with run_sshd(keys, sshd_dir, "127.0.0.1", port):
@@ -100,6 +108,9 @@ def main() -> int:
     parser.add_argument("sdist", type=Path, help="execnet's sdist (.tar.gz)")
     parser.add_argument("--min-passed", type=int, default=200)
     parser.add_argument("--files", nargs="+", default=TEST_FILES, help="of testing/")
+    parser.add_argument(
+        "--execnet", action="store_true", help="run execnet itself instead (the peer, beside us)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="execnet-suite-") as tmp:
@@ -114,8 +125,12 @@ def main() -> int:
             gx = ["--gx", f"ssh={SSH_ALIAS}"] if have_sshd else []
             env = {
                 **os.environ,
-                "PYTHONPATH": os.pathsep.join([str(SHIM), str(Path.cwd())]),
+                # Without the shim the tests import execnet itself.
+                "PYTHONPATH": os.pathsep.join(
+                    ([] if args.execnet else [str(SHIM)]) + [str(Path.cwd())]
+                ),
                 "HOME": str(home),
+                "PATH": os.pathsep.join([str(home / "bin"), os.environ.get("PATH", "")]),
             }
             command = [
                 sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
@@ -125,7 +140,8 @@ def main() -> int:
             print("+", " ".join(command), flush=True)
             subprocess.run(command, cwd=source, env=env, check=False)
         counts, problems = _report(junit)
-    print("\nexecnet's suite on asyncgw.sync:", ", ".join(f"{n} {k}" for k, n in counts.items()))
+    subject = "execnet itself" if args.execnet else "asyncgw.sync"
+    print(f"\nexecnet's suite on {subject}:", ", ".join(f"{n} {k}" for k, n in counts.items()))
     if not have_sshd:
         print("(no sshd here: the ssh-parametrized tests were skipped)")
     for line in problems:
