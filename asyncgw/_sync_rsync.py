@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _channel, _gateway
 from ._loopthread import run_blocking
+from ._sync_channel import present
 from .files import rsync as _rsync
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def _facade_object(value: Any) -> Any:
     if isinstance(value, _gateway.Gateway):
         return _facade._gateway_facade(value)
     if isinstance(value, _channel.Channel):
-        return _facade._present(value)
+        return present(value)
     return value
 
 
