@@ -42,6 +42,8 @@ class Group:
     :param execnet_alias: remote code finds the worker's execnet API under
         ``import execnet`` (the blocking facade sets this when ``execnet``
         is aliased to :mod:`asyncgw.sync` here).
+    :param execmodel: ``thread`` or ``main_thread_only``, for members whose
+        spec names no ``execmodel``.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class Group:
         exit_timeout: float = 5.0,
         preload: Iterable[str] = (),
         execnet_alias: bool = False,
+        execmodel: str = "thread",
     ) -> None:
         self._initial = list(specs)
         self._gateways: list[Gateway] = []
@@ -66,6 +69,9 @@ class Group:
         #: Whether remote code of new members finds the worker's execnet API
         #: under ``import execnet`` (see :mod:`asyncgw.sync`).
         self.execnet_alias = execnet_alias
+        #: The execmodel of members whose spec names none (execnet's
+        #: ``remote_execmodel``); set on their XSpec, as execnet does.
+        self.execmodel = execmodel
         # popen interpreter -> its fork server (None if it could not start)
         self._forkservers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
 
@@ -165,6 +171,8 @@ class Group:
             spec = self.defaultspec
         if not isinstance(spec, XSpec):
             spec = XSpec(spec)
+        if spec.execmodel is None:
+            spec.execmodel = self.execmodel
         spec.validate()
         self.allocate_id(spec)
         assert spec.id is not None

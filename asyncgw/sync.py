@@ -236,6 +236,7 @@ class Group:
             raise ValueError("can not set execution models if gateways have been created already")
         self._execmodel = get_execmodel(execmodel)
         self._remote_execmodel = get_execmodel(remote_execmodel or execmodel)
+        self._group.execmodel = self._remote_execmodel.backend
 
     @property
     def defaultspec(self) -> str:
@@ -271,14 +272,6 @@ class Group:
     def allocate_id(self, spec: XSpec) -> None:
         self._group.allocate_id(spec)
 
-    def _with_execmodel(self, spec: XSpec | str | None) -> XSpec:
-        """``spec`` parsed, naming the group's remote execmodel if it names
-        none (execnet sets it on the caller's XSpec too)."""
-        spec = XSpec(spec or self.defaultspec) if not isinstance(spec, XSpec) else spec
-        if spec.execmodel is None:
-            spec.execmodel = self._remote_execmodel.backend
-        return spec
-
     def _sync_options(self) -> None:
         # Remote code finds execnet where ours is execnet (pytest-xdist's
         # worker side imports it): see asyncgw._execnet_compat.
@@ -290,10 +283,10 @@ class Group:
         :raises SpecError: (a ``ValueError``) for a spec no gateway is made from.
         :raises HostNotFound: if the interpreter or host cannot be reached.
         """
-        spec = self._with_execmodel(spec)
-        started = self._prestarted.pop(spec.id, None) if spec.id is not None else None
-        if started is not None and started._gateway.is_alive:
-            return started
+        if isinstance(spec, XSpec) and spec.id is not None:
+            started = self._prestarted.pop(spec.id, None)
+            if started is not None and started._gateway.is_alive:
+                return started
         self._sync_options()
         return Gateway(_run(self._group.makegateway, spec), self)
 
@@ -302,7 +295,6 @@ class Group:
         for callers that will ask for them one by one (pytest-xdist): a later
         ``makegateway`` of one of these specs returns its gateway. If any
         fails to start, none is kept, and ``makegateway`` reports its error."""
-        specs = [self._with_execmodel(spec) for spec in specs]
         if any(spec.id is None for spec in specs):
             return
         try:
@@ -314,9 +306,8 @@ class Group:
 
     def makegateways(self, specs: Iterable[XSpec | str]) -> list[Gateway]:
         """Start members for all ``specs`` in parallel; all or nothing."""
-        specs = [self._with_execmodel(spec) for spec in specs]
         self._sync_options()
-        return [Gateway(gateway, self) for gateway in _run(self._group.makegateways, specs)]
+        return [Gateway(gateway, self) for gateway in _run(self._group.makegateways, list(specs))]
 
     def remote_exec(self, source: Any, **kwargs: Any) -> MultiChannel:
         return MultiChannel(gateway.remote_exec(source, **kwargs) for gateway in self)
