@@ -167,7 +167,7 @@ class Group:
 
     def _reserve(self, spec: SpecLike | None) -> XSpec:
         """Parse ``spec``, give it an id, and hold that id until it opens."""
-        if spec is None:
+        if not spec:  # None or "" (as execnet): the default
             spec = self.defaultspec
         if not isinstance(spec, XSpec):
             spec = XSpec(spec)

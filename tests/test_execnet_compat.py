@@ -325,3 +325,8 @@ def test_a_channel_remote_code_drops_is_closed_and_forgotten(group: execnet.Grou
     for _ in range(3):  # channels the remote code made and dropped leave no trace
         gw.remote_exec("channel.gateway.newchannel()").waitclose(TIMEOUT)
     assert gw.remote_status().numchannels <= 1  # the status request's own
+
+
+def test_an_empty_spec_is_the_default(group: execnet.Group) -> None:
+    gw = group.makegateway("")
+    assert gw.spec.popen and gw.spec.execmodel == "thread"
