@@ -84,9 +84,7 @@ class RSync:
         callback: Callable[[str, int, _facade.Channel], object] | None = None,
         verbose: bool = True,
     ) -> None:
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        self._sourcedir = os.path.dirname(os.path.join(os.fspath(sourcedir), "x"))
+        self._sourcedir = _rsync.checked_source(sourcedir, callback)
         self._verbose = verbose
         self._callback = callback
         self._targets: list[tuple[_gateway.Gateway, str, Callable[[], object] | None, bool]] = []

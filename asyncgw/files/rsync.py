@@ -57,6 +57,18 @@ class _Target:
     error: BaseException | None = None
 
 
+def checked_source(sourcedir: str | os.PathLike[str], callback: object) -> str:
+    """The source directory as RSync keeps it (a trailing separator
+    normalised away, as execnet did in ``send()``), once ``callback`` is
+    known to be callable or None.
+
+    :raises TypeError: for a callback that is not callable.
+    """
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+    return os.path.dirname(os.path.join(os.fspath(sourcedir), "x"))
+
+
 class RSync:
     """Send the directory ``sourcedir`` (recursively) to one or more
     gateways, execnet style::
@@ -93,10 +105,7 @@ class RSync:
         callback: Callable[[str, int, Channel], object] | None = None,
         verbose: bool = True,
     ) -> None:
-        if callback is not None and not callable(callback):
-            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        # A trailing separator is normalised away (execnet did it in send()).
-        self._sourcedir = os.path.dirname(os.path.join(os.fspath(sourcedir), "x"))
+        self._sourcedir = checked_source(sourcedir, callback)
         self._verbose = verbose
         self._callback = callback
         self._targets: list[_Target] = []
