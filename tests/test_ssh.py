@@ -12,6 +12,7 @@ import pytest
 
 import asyncgw
 from asyncgw.transports import ssh as ssh_transport
+from asyncgw.transports import sshpool
 
 from .conftest import ssh_address
 from .sshserver import Keys, ssh_server
@@ -34,7 +35,7 @@ async def test_gateways_to_one_host_share_a_connection(ssh_keys: Keys) -> None:
 async def test_session_cap_opens_another_connection(
     ssh_keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ssh_transport, "MAX_SESSIONS", 3)
+    monkeypatch.setattr(sshpool.limits, "max_sessions", 3)
     async with ssh_server(ssh_keys) as (port, stats), asyncgw.Group() as group:
         await group.makegateways([ssh_address(ssh_keys, port) + PYTHON] * 7)
         assert stats.connections == 3  # 3 + 3 + 1 sessions

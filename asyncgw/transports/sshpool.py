@@ -1,0 +1,335 @@
+"""Shared SSH connections, within the limits of OpenSSH's sshd.
+
+Everything that talks SSH — ssh gateways, the fleet's commands and file
+copies — asks this pool for a session slot on a connection to a
+:class:`SSHTarget` (host, port, user and the options that change what
+the connection is). Connections are shared per target and event loop,
+so a gateway and a fleet command to the same host ride one connection.
+
+sshd drops what exceeds its own limits, so the pool stays inside them:
+
+- ``max_startups``: handshakes in flight to one host (sshd's
+  ``MaxStartups``, whose first number is 10 by default: past it sshd
+  starts refusing unauthenticated connections at random). A handshake
+  that sshd drops anyway is retried with exponential back-off and
+  jitter, until the connect timeout.
+- ``max_sessions``: sessions per connection (``MaxSessions``, 10); past
+  it another connection to the same target opens.
+- ``max_connections``: connections open at once, overall. At the cap,
+  an idle connection (no session, kept only by a :class:`Hold`) is
+  closed to make room; otherwise the caller waits for one to close.
+
+A connection closes when its last session ends and nothing holds it. A
+:class:`Hold` (what a fleet action keeps between runs) keeps it open
+while idle, so that a second command reuses it. Connections through a
+jump host share one connection to that jump host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncssh
+
+from .._errors import AuthenticationError, HostKeyError, HostNotFound, SpecError
+
+__all__ = [
+    "Hold",
+    "Limits",
+    "SSHTarget",
+    "Slot",
+    "acquire",
+    "limits",
+    "parse_address",
+]
+
+DEFAULT_KEEPALIVE = 10.0
+
+
+@dataclass
+class Limits:
+    """The pool's limits (see the module docstring); one instance,
+    :data:`limits`, applies to every connection the process makes."""
+
+    max_startups: int = 10
+    max_sessions: int = 10
+    max_connections: int = 1000
+
+
+#: The limits in force; change its fields to change them.
+limits = Limits()
+
+#: Option names a target may carry, with the spec keys they come from.
+OPTION_KEYS = ("ssh_config", "ssh_identity", "ssh_known_hosts", "ssh_jump", "ssh_keepalive")
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """Where a connection goes and how: connections are shared between
+    equal targets only."""
+
+    host: str
+    port: int | None = None
+    user: str | None = None
+    options: tuple[tuple[str, str | None], ...] = ()
+
+    def __str__(self) -> str:
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{user}{self.host}{port}"
+
+    def option(self, key: str) -> str | None:
+        return dict(self.options).get(key)
+
+
+def parse_address(address: str, key: str) -> tuple[str, int | None, str | None]:
+    """``[user@]host[:port]`` (``[v6]:port`` too) as (host, port, user).
+
+    :raises SpecError: naming ``key`` for a missing host or a bad port.
+    """
+    user, _, hostport = address.rpartition("@")
+    host, port = hostport, None
+    if hostport.startswith("["):  # [ipv6]:port
+        host, _, rest = hostport[1:].partition("]")
+        if rest.startswith(":"):
+            port = rest[1:]
+    elif hostport.count(":") == 1:
+        host, port = hostport.split(":")
+    if not host:
+        raise SpecError(f"key {key!r} needs a host, not {address!r}")
+    try:
+        return host, int(port) if port else None, user or None
+    except ValueError:
+        raise SpecError(f"key {key!r} has a bad port in {address!r}") from None
+
+
+@dataclass(eq=False)
+class _Connection:
+    target: SSHTarget
+    conn: asyncssh.SSHClientConnection
+    sessions: int = 0
+    holds: int = 0
+    tunnel: _Connection | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.sessions <= 0
+
+
+@dataclass
+class _Pool:
+    """Connections per target, on one event loop."""
+
+    connections: dict[SSHTarget, list[_Connection]] = field(default_factory=dict)
+    locks: dict[SSHTarget, asyncio.Lock] = field(default_factory=dict)
+    handshakes: dict[tuple[str, int | None], asyncio.Semaphore] = field(default_factory=dict)
+    open_count: int = 0
+    closed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    def all(self) -> list[_Connection]:
+        return [c for conns in self.connections.values() for c in conns]
+
+
+_pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+
+
+def _pool() -> _Pool:
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(loop)
+    if pool is None:
+        for old in [old for old in _pools if old.is_closed()]:
+            del _pools[old]
+        pool = _pools[loop] = _Pool()
+    return pool
+
+
+class Slot:
+    """One session's claim on a shared connection; :meth:`release` once."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection = connection
+        self._released = False
+
+    @property
+    def conn(self) -> asyncssh.SSHClientConnection:
+        return self._connection.conn
+
+    def hold(self) -> Hold:
+        """A hold on this slot's connection, to keep it open once idle."""
+        return Hold(self._connection)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._connection.sessions -= 1
+            _close_if_unused(self._connection)
+
+
+class Hold:
+    """Keeps a connection open while it has no session; :meth:`release` once."""
+
+    def __init__(self, connection: _Connection) -> None:
+        self._connection: _Connection | None = connection
+        connection.holds += 1
+
+    def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.holds -= 1
+            _close_if_unused(connection)
+
+
+def _close_if_unused(connection: _Connection) -> None:
+    if connection.sessions <= 0 and connection.holds <= 0:
+        _close(connection)
+
+
+def _close(connection: _Connection) -> None:
+    connection.conn.close()
+    try:
+        pool = _pool()
+    except RuntimeError:  # released from a finalizer after the loop stopped
+        return
+    connections = pool.connections.get(connection.target, [])
+    if connection in connections:
+        connections.remove(connection)
+        pool.open_count -= 1
+        if connection.tunnel is not None:
+            connection.tunnel.sessions -= 1  # each tunnelled connection counts as one
+            _close_if_unused(connection.tunnel)
+
+        async def notify() -> None:
+            async with pool.closed:
+                pool.closed.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+
+async def acquire(target: SSHTarget, timeout: float) -> Slot:
+    """A session slot on a connection to ``target``: an existing one with
+    room, or a new connection.
+
+    :raises HostNotFound: if the host cannot be reached in ``timeout``.
+    :raises AuthenticationError: if it refused our credentials.
+    :raises HostKeyError: if its host key could not be verified.
+    """
+    pool = _pool()
+    async with pool.locks.setdefault(target, asyncio.Lock()):
+        for dead in [c for c in pool.connections.get(target, []) if c.conn.is_closed()]:
+            _close(dead)  # lost (the host went away): forget it
+        for connection in pool.connections.get(target, []):
+            if connection.sessions < limits.max_sessions:
+                connection.sessions += 1
+                return Slot(connection)
+        connection = await _open(pool, target, timeout)
+        connection.sessions = 1
+        return Slot(connection)
+
+
+async def _open(pool: _Pool, target: SSHTarget, timeout: float) -> _Connection:
+    async with asyncio.timeout(timeout):
+        await _room(pool)
+        pool.open_count += 1  # reserved now, so that concurrent opens see it
+    try:
+        tunnel = None
+        jump = target.option("ssh_jump")
+        if jump is not None:
+            host, port, user = parse_address(jump, "ssh_jump")
+            others = tuple(option for option in target.options if option[0] != "ssh_jump")
+            tunnel = (await acquire(SSHTarget(host, port, user, others), timeout))._connection
+        try:
+            conn = await _connect(target, timeout, tunnel.conn if tunnel else None)
+        except BaseException:
+            if tunnel is not None:
+                Slot(tunnel).release()
+            raise
+    except BaseException:
+        pool.open_count -= 1
+        raise
+    connection = _Connection(target, conn, tunnel=tunnel)
+    pool.connections.setdefault(target, []).append(connection)
+    return connection
+
+
+async def _room(pool: _Pool) -> None:
+    """Wait until a connection may open under ``max_connections``,
+    closing idle held connections first."""
+    while pool.open_count >= limits.max_connections:
+        idle = [c for c in pool.all() if c.idle]
+        if idle:
+            _close(idle[0])
+            continue
+        async with pool.closed:
+            await pool.closed.wait()
+
+
+#: What sshd's dropping of a handshake looks like from here (MaxStartups,
+#: or a listen backlog overflow): worth another try, unlike a refusal.
+_DROPPED = (ConnectionResetError, BrokenPipeError, asyncssh.ConnectionLost)
+
+
+async def _connect(
+    target: SSHTarget, timeout: float, tunnel: asyncssh.SSHClientConnection | None
+) -> asyncssh.SSHClientConnection:
+    pool = _pool()
+    gate = pool.handshakes.setdefault(
+        (target.host, target.port), asyncio.Semaphore(limits.max_startups)
+    )
+    kwargs = _connect_options(target, timeout)
+    if tunnel is not None:
+        kwargs["tunnel"] = tunnel
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.05
+    try:
+        while True:
+            try:
+                async with gate:
+                    kwargs["connect_timeout"] = max(0.1, deadline - loop.time())
+                    return await asyncssh.connect(target.host, **kwargs)
+            except _DROPPED as exc:
+                if loop.time() + delay >= deadline:
+                    raise HostNotFound(f"cannot connect to {target}: {_reason(exc)}") from None
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 2.0)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise HostKeyError(f"host key of {target} not verified: {exc.reason}") from None
+    except asyncssh.PermissionDenied as exc:
+        raise AuthenticationError(f"{target} refused authentication: {exc.reason}") from None
+    except (TimeoutError, OSError, socket.gaierror, asyncssh.Error) as exc:
+        raise HostNotFound(f"cannot connect to {target}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or str(exc)
+    return str(reason) or type(exc).__name__
+
+
+def _connect_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
+    options = dict(target.options)
+    keepalive = float(options.get("ssh_keepalive") or DEFAULT_KEEPALIVE)
+    kwargs: dict[str, Any] = {
+        "connect_timeout": timeout,
+        # A host that vanishes (link down) is noticed within about 3 intervals.
+        "keepalive_interval": keepalive,
+        "keepalive_count_max": 3,
+    }
+    if target.port:
+        kwargs["port"] = target.port
+    if target.user:
+        kwargs["username"] = target.user
+    if "ssh_config" in options:
+        kwargs["config"] = [os.path.expanduser(str(options["ssh_config"]))]
+    if "ssh_identity" in options:
+        kwargs["client_keys"] = [os.path.expanduser(str(options["ssh_identity"]))]
+    known_hosts = options.get("ssh_known_hosts")
+    if known_hosts == "none":
+        kwargs["known_hosts"] = None
+    elif known_hosts is not None:
+        kwargs["known_hosts"] = os.path.expanduser(known_hosts)
+    return kwargs
