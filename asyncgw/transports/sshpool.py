@@ -175,6 +175,8 @@ class Hold:
 
     def __init__(self, connection: _Connection) -> None:
         self._connection: _Connection | None = connection
+        #: The loop the connection lives on: release there (see the fleet's finalizers).
+        self._loop = asyncio.get_running_loop()
         connection.holds += 1
 
     def release(self) -> None:
