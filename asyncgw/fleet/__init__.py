@@ -1,0 +1,46 @@
+"""The fleet: commands and file copies on many hosts at once, execo's way.
+
+Async here; the blocking twins are in :mod:`asyncgw.sync`. See
+:mod:`.actions` for the model, :mod:`.hosts` for hosts and connection
+parameters, :mod:`.nodeset` for host patterns.
+"""
+
+from __future__ import annotations
+
+from .actions import Action, Local, ParallelActions, Remote, SequentialActions, get_targets
+from .hosts import Host, default_connection_params, get_hosts_list
+from .nodeset import expand, fold
+from .process import (
+    STDERR,
+    STDOUT,
+    GatewayProcess,
+    LocalProcess,
+    Process,
+    SshProcess,
+    TransferProcess,
+)
+from .report import Report
+from .substitution import remote_substitute
+
+__all__ = [
+    "STDERR",
+    "STDOUT",
+    "Action",
+    "GatewayProcess",
+    "Host",
+    "Local",
+    "LocalProcess",
+    "ParallelActions",
+    "Process",
+    "Remote",
+    "Report",
+    "SequentialActions",
+    "SshProcess",
+    "TransferProcess",
+    "default_connection_params",
+    "expand",
+    "fold",
+    "get_hosts_list",
+    "get_targets",
+    "remote_substitute",
+]
