@@ -21,17 +21,20 @@ from .process import (
 )
 from .report import Report
 from .substitution import remote_substitute
+from .transfers import Get, Put
 
 __all__ = [
     "STDERR",
     "STDOUT",
     "Action",
     "GatewayProcess",
+    "Get",
     "Host",
     "Local",
     "LocalProcess",
     "ParallelActions",
     "Process",
+    "Put",
     "Remote",
     "Report",
     "SequentialActions",
