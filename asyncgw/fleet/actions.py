@@ -28,12 +28,19 @@ from typing import TYPE_CHECKING, Any
 
 from ..transports import sshpool
 from .hosts import Host, get_hosts_list
-from .process import STDOUT, GatewayProcess, LocalProcess, Process, SshProcess
+from .process import (
+    STDOUT,
+    GatewayProcess,
+    LocalProcess,
+    Process,
+    RelayedSshProcess,
+    SshProcess,
+)
 from .report import merge_stats
 from .substitution import Namespace, Substitution, caller_namespace
 
 if TYPE_CHECKING:
-    pass
+    from .._gateway import Gateway
 
 __all__ = [
     "Action",
@@ -274,7 +281,10 @@ class Remote(Action):
     Hosts reached over SSH need no Python; gateways (or a ``Group``) run
     the command through their interpreter, whatever their transport.
     ``{{{host}}}`` and ``{{expression}}`` in ``cmd`` are substituted per
-    host (see :mod:`.substitution`). Other keyword arguments are execo's
+    host (see :mod:`.substitution`). With ``via`` (gateways, or a group),
+    hosts are reached through those intermediates in turn, a tree: each
+    intermediate runs ``ssh`` to its share of the hosts, and the caller
+    holds only the intermediates' connections. Other keyword arguments are execo's
     (``timeout``, ``ignore_exit_code``, ...; see :class:`Process`), for
     every process, as are those in ``process_args``.
     """
@@ -286,6 +296,7 @@ class Remote(Action):
         connection_params: Mapping[str, Any] | None = None,
         process_args: Mapping[str, Any] | None = None,
         *,
+        via: TargetsLike | None = None,
         namespace: Namespace | None = None,
         **kwargs: Any,
     ) -> None:
@@ -294,9 +305,16 @@ class Remote(Action):
         self.cmd = cmd
         self.hosts = get_targets(hosts)
         self.connection_params = dict(connection_params or {})
+        self.via = _intermediates(via)
         substitution = Substitution([cmd], namespace or caller_namespace(1))
         for index, target in enumerate(self.hosts):
             line = substitution.apply(cmd, _address(target), index)
+            if self.via and isinstance(target, Host):
+                relay = self.via[index % len(self.via)]
+                self._processes.append(
+                    RelayedSshProcess(line, target, relay, self.connection_params, **per_process)
+                )
+                continue
             self._processes.append(
                 make_process(line, target, self.connection_params, per_process, self._keep)
             )
@@ -313,6 +331,21 @@ def make_process(
     if isinstance(target, Host):
         return SshProcess(cmd, target, connection_params, keep=keep, **process_args)
     return GatewayProcess(cmd, target, **process_args)
+
+
+def _intermediates(via: TargetsLike | None) -> list[Gateway]:
+    """The gateways of a tree (``via=``): a gateway, a group, or a list.
+
+    :raises TypeError: for anything that is not a gateway.
+    """
+    if via is None:
+        return []
+    targets = get_targets(via)
+    bad = [target for target in targets if isinstance(target, Host)]
+    if bad:
+        raise TypeError(f"via= takes gateways (started intermediates), not hosts: {bad}")
+    gateways: list[Gateway] = targets
+    return gateways
 
 
 def _address(target: Target) -> str:

@@ -53,6 +53,7 @@ __all__ = [
     "LocalProcess",
     "OutputHandler",
     "Process",
+    "RelayedSshProcess",
     "SshProcess",
     "TransferProcess",
 ]
@@ -445,14 +446,16 @@ _WRAPPER = (
     'exec 3<&0; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$1" </dev/null & '
     'else sh -c "$1" </dev/null & fi; c=$!; '
     '{ while read -r _; do :; done; kill -TERM -"$c" 2>/dev/null || kill -TERM "$c"; '
-    'sleep "$2"; kill -KILL -"$c" 2>/dev/null || kill -KILL "$c"; } <&3 >/dev/null 2>&1 & '
+    'n=$(($2 * 10)); while [ "$n" -gt 0 ] && kill -0 -"$c" 2>/dev/null; do sleep 0.1; '
+    'n=$((n - 1)); done; kill -KILL -"$c" 2>/dev/null || kill -KILL "$c"; } '
+    '<&3 >/dev/null 2>&1 & '
     'w=$!; exec 3<&-; wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
 )
 
 
 def wrapped_command(cmd: str, kill_grace: float) -> str:
     """The command line sshd gets for the shell command ``cmd``."""
-    return shlex.join(["sh", "-c", _WRAPPER, "asyncgw", cmd, f"{kill_grace:g}"])
+    return shlex.join(["sh", "-c", _WRAPPER, "asyncgw", cmd, str(max(1, round(kill_grace)))])
 
 
 class _CommandSession(asyncssh.SSHClientSession[bytes]):
@@ -620,15 +623,19 @@ class GatewayProcess(Process):
     kind = "GatewayProcess"
 
     def __init__(self, cmd: str, gateway: Gateway, **kwargs: Any) -> None:
-        super().__init__(cmd, gateway, **kwargs)
+        super().__init__(cmd, kwargs.pop("host", gateway), **kwargs)
+        self.gateway = gateway
         self._channel: Channel | None = None
         self._exit: asyncio.Future[int] | None = None
         self._reader: asyncio.Task[None] | None = None
 
+    def _command(self) -> tuple[str, dict[str, Any]]:
+        """The shell command line the gateway runs, and its options."""
+        return self.cmd, {"kill_grace": self.kill_grace}
+
     async def _launch(self) -> None:
-        gateway: Gateway = self.host  # type: ignore[assignment]
-        channel = self._channel = gateway.remote_exec(_remote_command)
-        await channel.send((self.cmd, {"kill_grace": self.kill_grace}))
+        channel = self._channel = self.gateway.remote_exec(_remote_command)
+        await channel.send(self._command())
         self._exit = asyncio.get_running_loop().create_future()
         self._reader = asyncio.get_running_loop().create_task(self._read(channel, self._exit))
 
@@ -669,6 +676,62 @@ class GatewayProcess(Process):
             self._reader.cancel()
         if self._channel is not None:
             self._channel.close()
+
+
+class RelayedSshProcess(GatewayProcess):
+    """A shell command on ``host`` over SSH *from* an intermediate gateway
+    (the fleet's tree): the gateway's host runs OpenSSH's ``ssh`` to the
+    leaf, so the caller holds one connection per intermediate, not per
+    leaf. Connection parameters become ``ssh`` options; the leaf's command
+    is wrapped as for :class:`SshProcess`, and stops when ``ssh`` ends.
+    ``ssh`` exiting with 255 (it could not connect) is an error."""
+
+    kind = "RelayedSshProcess"
+
+    def __init__(
+        self,
+        cmd: str,
+        host: Host,
+        gateway: Gateway,
+        connection_params: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.params = resolve_params(host, connection_params)
+        kwargs.setdefault("kill_grace", float(self.params["kill_grace"]))
+        super().__init__(cmd, gateway, host=host, **kwargs)
+
+    def _command(self) -> tuple[str, dict[str, Any]]:
+        assert isinstance(self.host, Host)
+        argv = ["ssh", *ssh_options(self.params), "--", self.host.address]
+        argv.append(wrapped_command(self.cmd, self.kill_grace))
+        return shlex.join(argv), {"kill_grace": self.kill_grace, "keep_stdin": True}
+
+    async def _exit_status(self) -> int | None:
+        status = await super()._exit_status()
+        if status == 255:
+            reason = self.stderr.strip().splitlines()[-1:] or ["ssh failed"]
+            raise ConnectionError(f"via {self.gateway.id}: {reason[0]}")
+        return status
+
+
+def ssh_options(params: Mapping[str, Any]) -> list[str]:
+    """OpenSSH client options for connection parameters."""
+    options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(params['connect_timeout'])}"]
+    for flag, key in (("-l", "user"), ("-p", "port"), ("-i", "keyfile"), ("-F", "config")):
+        if params.get(key) is not None:
+            options += [flag, str(params[key])]
+    if params.get("jump") is not None:
+        options += ["-J", str(params["jump"])]
+    if params.get("keepalive") is not None:
+        options += ["-o", f"ServerAliveInterval={params['keepalive']}"]
+    if "known_hosts" in params:
+        known = params["known_hosts"]
+        options += (
+            ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
+            if known is None
+            else ["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes"]
+        )
+    return options
 
 
 # -- file copies -------------------------------------------------------------

@@ -5,7 +5,7 @@ worker's blocking ``channel``: stdlib only, Python 3.9 syntax.
 
 The conversation (local side ``L``, this side ``R``)::
 
-    L: (cmd, {"kill_grace": seconds})
+    L: (cmd, {"kill_grace": seconds, "keep_stdin": bool})
     R: ("pid", pid)                       once the shell has started
     R: ("o", bytes) / ("e", bytes)        output as it comes, per stream
     R: ("x", exit_status)                 the end: the shell's exit status,
@@ -16,6 +16,11 @@ The command runs under ``/bin/sh -c`` in a session (and so a process group)
 of its own, with no input. "kill", or the channel closing (the caller went
 away, or cancelled), sends SIGTERM to the whole group and SIGKILL after
 ``kill_grace`` seconds, so nothing the command started outlives it.
+
+With ``keep_stdin`` the command's input is a pipe that stays open, empty,
+until the command is stopped, when it is closed first: this is how the
+fleet's tree relays ``ssh`` to a leaf host, whose command stops when its
+input ends (see ``asyncgw.fleet.process``).
 """
 
 import os
@@ -41,7 +46,17 @@ def _pump(channel: Any, stream: Any, tag: str) -> None:
 
 
 def _stop(process: Any, grace: float, ended: Any) -> None:
-    """SIGTERM to the command's group; SIGKILL if it has not ended in time."""
+    """Input closed, SIGTERM to the command's group; SIGKILL if it has
+    not ended in time."""
+    if process.stdin is not None:
+        # A relayed ssh: the end of its input stops the leaf's command, and
+        # then ssh ends with its status. Signals only if that takes too long.
+        try:
+            process.stdin.close()
+        except OSError:
+            pass
+        if ended.wait(grace):
+            return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
         try:
             os.killpg(process.pid, sig)
@@ -69,7 +84,7 @@ def run(channel: Any) -> None:
     process = subprocess.Popen(
         cmd,
         shell=True,
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.PIPE if options.get("keep_stdin") else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
