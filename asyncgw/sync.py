@@ -335,6 +335,14 @@ def set_execmodel(execmodel: str, remote_execmodel: str | None = None) -> None:
     default_group.set_execmodel(execmodel, remote_execmodel)
 
 
+_FLEET_TWINS = frozenset(
+    {"Action", "Get", "Local", "ParallelActions", "Put", "Remote", "SequentialActions"}
+)
+_FLEET_SHARED = frozenset(
+    {"Host", "Report", "default_connection_params", "expand", "fold", "get_hosts_list"}
+)
+
+
 def __getattr__(name: str) -> Any:
     # execnet's submodules (execnet.gateway_base, ...), for code that reaches
     # them through the package once `execnet` is this module.
@@ -342,6 +350,16 @@ def __getattr__(name: str) -> Any:
 
     if name in SUBMODULES:
         return submodule(name)
+    # The fleet's blocking twins, imported on first use: execnet-style code
+    # (and pytest-xdist's workers) never pays for asyncssh's import here.
+    if name in _FLEET_TWINS:
+        from . import _sync_fleet
+
+        return getattr(_sync_fleet, name)
+    if name in _FLEET_SHARED:
+        from . import fleet
+
+        return getattr(fleet, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -344,8 +344,7 @@ def _intermediates(via: TargetsLike | None) -> list[Gateway]:
     bad = [target for target in targets if isinstance(target, Host)]
     if bad:
         raise TypeError(f"via= takes gateways (started intermediates), not hosts: {bad}")
-    gateways: list[Gateway] = targets
-    return gateways
+    return [target for target in targets if not isinstance(target, Host)]
 
 
 def _address(target: Target) -> str:
