@@ -33,3 +33,13 @@ def test_fanout() -> None:
     assert "3 gateways up" in out
     assert "<Group ['gw0', 'gw1', 'gw2']>" in out
     assert "results match local computation: True" in out
+
+
+def test_fleet() -> None:
+    out = run("fleet.py")
+    for host, share in (("node1", "alpha"), ("node2", "beta"), ("node4", "alpha")):
+        assert f"{host}: share={share} -> ok" in out
+    assert "node3: share=gamma -> failed (exit 1)" in out
+    assert "pulled 4 logs: job on node1: 100000 bytes" in out
+    assert "failed hosts: node3" in out
+    assert "push, work, pull" in out and "pull logs" in out
