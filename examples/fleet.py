@@ -41,7 +41,7 @@ async def run_on(hosts: object, workdir: Path) -> None:
     remote_dir = str(workdir / "remote" / "{{{host}}}")  # hosts apart, even on one machine
 
     # Each host gets a share of the work: {{expression}} is indexed by host.
-    shares = ["alpha", "beta", "gamma"]
+    shares = ["alpha", "beta", "gamma"]  # noqa: F841  # read by {{shares}} below
     push = Put(hosts, [str(tree)], remote_dir, create_dirs=True, name="push the job")
     work = Remote(
         "cd " + remote_dir + "/job && sh job.sh {{{host}}} data.bin > out.log && "

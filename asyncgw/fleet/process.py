@@ -448,7 +448,7 @@ _WRAPPER = (
     '{ while read -r _; do :; done; kill -TERM -"$c" 2>/dev/null || kill -TERM "$c"; '
     'n=$(($2 * 10)); while [ "$n" -gt 0 ] && kill -0 -"$c" 2>/dev/null; do sleep 0.1; '
     'n=$((n - 1)); done; kill -KILL -"$c" 2>/dev/null || kill -KILL "$c"; } '
-    '<&3 >/dev/null 2>&1 & '
+    "<&3 >/dev/null 2>&1 & "
     'w=$!; exec 3<&-; wait "$c"; s=$?; kill "$w" 2>/dev/null; exit "$s"'
 )
 
