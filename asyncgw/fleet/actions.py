@@ -129,14 +129,14 @@ class Action:
     """A set of processes handled together; see the module docstring."""
 
     def __init__(self, processes: Sequence[Process] = (), name: str | None = None) -> None:
-        self._processes = list(processes)
+        self._own = list(processes)
         self.name = name or type(self).__name__
         self._holds: dict[int, sshpool.Hold] = {}
         self._finalizer = weakref.finalize(self, _release_holds_later, self._holds)
 
     @property
     def processes(self) -> list[Process]:
-        return list(self._processes)
+        return list(self._own)
 
     def _keep(self, slot: sshpool.Slot) -> None:
         """Hold the connection of ``slot`` for later runs (once per connection)."""
@@ -170,20 +170,20 @@ class Action:
         return []
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name!r}: {len(self._processes)} processes>"
+        return f"<{type(self).__name__} {self.name!r}: {len(self.processes)} processes>"
 
     # -- life cycle ----------------------------------------------------
 
     def start(self) -> Action:
         """Start every process (on the running loop); return the action."""
-        for process in self._processes:
+        for process in self.processes:
             process.start()
         return self
 
     async def wait(self, timeout: float | None = None) -> Action:
         """Wait until every process has ended, at most ``timeout`` seconds.
         Cancelling the waiting task stops the processes."""
-        waits = [process.wait() for process in self._processes if process._task is not None]
+        waits = [process.wait() for process in self.processes if process._task is not None]
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*waits)
@@ -198,12 +198,12 @@ class Action:
 
     async def kill(self) -> Action:
         """Stop every running process and wait for their ends."""
-        await asyncio.gather(*(process.kill() for process in self._processes))
+        await asyncio.gather(*(process.kill() for process in self.processes))
         return self
 
     def reset(self) -> Action:
         """Forget the last run, to run again."""
-        for process in self._processes:
+        for process in self.processes:
             process.reset()
         return self
 
@@ -231,10 +231,9 @@ class Action:
         processes = self.processes
         pending = 0
         for process in processes:
-            process._listeners.append(queue)
-            if process.ended and process.started:
-                continue
-            pending += 1
+            process.listen(queue)
+            if not (process.ended and process.started):
+                pending += 1
         try:
             while pending:
                 item = await queue.get()
@@ -253,10 +252,11 @@ class Action:
         """Wait until ``regex`` matches on every process (past its previous
         match); ``(process, match)`` for each, the match ``None`` where the
         process ended or ``timeout`` passed first."""
+        processes = self.processes
         matches = await asyncio.gather(
-            *(process.expect(regex, timeout, stream) for process in self._processes)
+            *(process.expect(regex, timeout, stream) for process in self.processes)
         )
-        return list(zip(self._processes, matches, strict=True))
+        return list(zip(processes, matches, strict=True))
 
 
 def _release_holds(holds: dict[int, sshpool.Hold]) -> None:
@@ -311,11 +311,11 @@ class Remote(Action):
             line = substitution.apply(cmd, _address(target), index)
             if self.via and isinstance(target, Host):
                 relay = self.via[index % len(self.via)]
-                self._processes.append(
+                self._own.append(
                     RelayedSshProcess(line, target, relay, self.connection_params, **per_process)
                 )
                 continue
-            self._processes.append(
+            self._own.append(
                 make_process(line, target, self.connection_params, per_process, self._keep)
             )
 
@@ -370,14 +370,6 @@ class _MultiAction(Action):
     @property
     def processes(self) -> list[Process]:
         return [process for action in self.actions for process in action.processes]
-
-    @property
-    def _processes(self) -> list[Process]:
-        return self.processes
-
-    @_processes.setter
-    def _processes(self, value: list[Process]) -> None:
-        pass  # the processes are the sub-actions'
 
     def stats(self) -> dict[str, Any]:
         return merge_stats(self.name, (action.stats() for action in self.actions))

@@ -142,7 +142,7 @@ class Process:
             STDERR: codecs.getincrementaldecoder("utf-8")("replace"),
         }
         self._partial = {STDOUT: "", STDERR: ""}
-        self._changed = asyncio.Event() if _has_loop() else None
+        self._changed = asyncio.Event()
         self._expect_from = {STDOUT: 0, STDERR: 0}
         return self
 
@@ -226,7 +226,6 @@ class Process:
         """
         if self._task is not None:
             raise RuntimeError(f"{self!r} was started already; reset() it to run it again")
-        self._changed = asyncio.Event()
         self.started = True
         self.start_date = time.time()
         self._task = asyncio.get_running_loop().create_task(self._main(), name=repr(self))
@@ -357,17 +356,20 @@ class Process:
             for handler in handlers:
                 _call_handler(handler, self, stream, line)
             self._notify((self, stream, line))
-        if self._changed is not None:
-            self._changed.set()
+        self._changed.set()
 
     def _notify(self, item: tuple[Process, str, str] | None) -> None:
         for queue in self._listeners:
             queue.put_nowait(item)
 
-    def listen(self) -> asyncio.Queue[tuple[Process, str, str] | None]:
-        """A queue that gets ``(process, stream, line)`` for each line from
-        now on, and ``None`` at the end; :meth:`unlisten` it when done."""
-        queue: asyncio.Queue[tuple[Process, str, str] | None] = asyncio.Queue()
+    def listen(
+        self, queue: asyncio.Queue[tuple[Process, str, str] | None] | None = None
+    ) -> asyncio.Queue[tuple[Process, str, str] | None]:
+        """A queue (``queue``, or a new one) that gets ``(process, stream,
+        line)`` for each line from now on, and ``None`` at the end;
+        :meth:`unlisten` it when done. Several processes may share a queue."""
+        if queue is None:
+            queue = asyncio.Queue()
         self._listeners.append(queue)
         if self.ended:
             queue.put_nowait(None)
@@ -392,7 +394,7 @@ class Process:
                     if match is not None:
                         self._expect_from[stream] = match.end()
                         return match
-                    if self.ended or self._changed is None:
+                    if self.ended:
                         return None
                     self._changed.clear()
                     await self._changed.wait()
@@ -406,14 +408,6 @@ def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -64,7 +64,7 @@ class _Transfer(Action):
             mine = [substitution.apply(path, address, index) for path in paths]
             where = substitution.apply(location, address, index)
             self._plans.append((mine, where))
-            self._processes.append(
+            self._own.append(
                 TransferProcess(
                     f"{verb} {' '.join(mine)} {where}",
                     target,
