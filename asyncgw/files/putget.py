@@ -49,7 +49,7 @@ Entry = tuple[Any, ...]
 
 #: SFTP writes in flight per host (each up to a block, itself split by
 #: asyncssh into parallel requests).
-_WRITES_IN_FLIGHT = 4
+_WRITES_IN_FLIGHT = 2
 
 
 class Sink:

@@ -10,19 +10,22 @@ asyncssh, which reads ``~/.ssh/config`` (``ProxyJump``, ``Include``,
 
 ``connection_params`` keys:
 
-==================  ========================================================
-``user``            login name
-``keyfile``         a private key file to offer
-``port``            sshd's port
-``known_hosts``     a known_hosts file; ``None`` turns host key checking off
-                    (default: ``~/.ssh/known_hosts``)
-``config``          an OpenSSH client config file (default ``~/.ssh/config``)
-``jump``            ``[user@]host[:port]`` to connect through (ProxyJump)
-``keepalive``       seconds between keepalives (default 10)
-``connect_timeout`` seconds for connecting and authenticating (default 30)
-``kill_grace``      seconds between SIGTERM and SIGKILL when a command is
-                    stopped (default 2)
-==================  ========================================================
+======================  ========================================================
+``user``                login name
+``keyfile``             a private key file to offer
+``port``                sshd's port
+``known_hosts``         a known_hosts file; ``None`` turns host key checking off
+                        (default: ``~/.ssh/known_hosts``)
+``config``              an OpenSSH client config file (default ``~/.ssh/config``)
+``jump``                ``[user@]host[:port]`` to connect through (ProxyJump)
+``keepalive``           seconds between keepalives (default 10)
+``connect_timeout``     seconds for connecting and authenticating (default 30)
+``kill_grace``          seconds between SIGTERM and SIGKILL when a command is
+                        stopped (default 2)
+``stop_on_disconnect``  a watcher stops each command when its connection
+                        is gone (the caller died), at a fork per command
+                        (default False: such commands run on, as with ``ssh``)
+======================  ========================================================
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ CONNECTION_KEYS = frozenset(
         "keepalive",
         "connect_timeout",
         "kill_grace",
+        "stop_on_disconnect",
     }
 )
 

@@ -156,6 +156,10 @@ class Slot:
         self._released = False
 
     @property
+    def target(self) -> SSHTarget:
+        return self._connection.target
+
+    @property
     def conn(self) -> asyncssh.SSHClientConnection:
         return self._connection.conn
 
