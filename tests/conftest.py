@@ -115,4 +115,11 @@ def no_child_left() -> Iterator[None]:
     alive = [proc for proc in alive if proc.status() != psutil.STATUS_ZOMBIE]
     for proc in alive:
         proc.kill()
-    assert not alive, f"child processes left behind: {[p.cmdline()[:2] for p in alive]}"
+    assert not alive, f"child processes left behind: {[_describe(proc) for proc in alive]}"
+
+
+def _describe(proc: psutil.Process) -> object:
+    try:
+        return proc.cmdline()[:2]
+    except psutil.Error:  # it has just gone
+        return proc.pid

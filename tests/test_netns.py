@@ -6,79 +6,44 @@ namespaces are removed at the end."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
 
 import pytest
 
 import asyncgw
 
-from .realsshd import require_sshd, run_sshd
+from .hostfarm import HostFarm, host_farm, known_hosts_for, require_farm
 from .sshserver import Keys
 
 pytestmark = pytest.mark.anyio
 
 HOSTS = 3
-#: Names and a subnet of this test run's own, so that concurrent runs on
-#: one machine do not collide.
-PREFIX = f"agw{os.getpid() % 10000}"
-SUBNET = f"10.{40 + os.getpid() % 200}"
 
 
 def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
 
 
-def _require_netns() -> None:
-    if shutil.which("ip") is None or os.geteuid() != 0:
-        if os.environ.get("ASYNCGW_REQUIRE_SSHD"):
-            pytest.fail("network namespaces need root and iproute2 here")
-        pytest.skip("network namespaces need root and iproute2")
-
-
 @pytest.fixture(scope="module")
-def hosts(ssh_keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+def hosts(ssh_keys: Keys, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFarm]:
     """Addresses of HOSTS namespaces, each running sshd on port 22."""
-    require_sshd()
-    _require_netns()
-    addresses = []
-    with ExitStack() as stack:
-        for index in range(1, HOSTS + 1):
-            netns, outside, inside = f"{PREFIX}h{index}", f"{PREFIX}o{index}", f"{PREFIX}i{index}"
-            _ip("netns", "add", netns)
-            stack.callback(_ip, "netns", "del", netns)  # takes its veth pair along
-            _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-            _ip("link", "set", inside, "netns", netns)
-            _ip("addr", "add", f"{SUBNET}.{index}.1/24", "dev", outside)
-            _ip("link", "set", outside, "up")
-            _ip("-n", netns, "addr", "add", f"{SUBNET}.{index}.2/24", "dev", inside)
-            _ip("-n", netns, "link", "set", inside, "up")
-            _ip("-n", netns, "link", "set", "lo", "up")
-            address = f"{SUBNET}.{index}.2"
-            directory = tmp_path_factory.mktemp(f"netns-sshd-{index}")
-            stack.enter_context(run_sshd(ssh_keys, directory, address, 22, netns=netns))
-            addresses.append(address)
-        yield addresses
-    leftover = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert PREFIX not in leftover
+    require_farm()
+    with host_farm(ssh_keys, HOSTS, tmp_path_factory.mktemp("netns-sshd")) as farm:
+        yield farm
 
 
 def _spec(keys: Keys, address: str) -> str:
-    known = keys.directory / f"known-{address}"
-    public = keys.host_key.export_public_key().decode().strip()
-    known.write_text(f"{address} {public}\n")
+    known = known_hosts_for(keys, [address], keys.directory / f"known-{address}")
     return (
         f"ssh=root@{address}//ssh_identity={keys.user_key_path}//ssh_known_hosts={known}"
         f"//python={sys.executable}//ssh_keepalive=0.5//connect_timeout=5"
     )
 
 
-async def test_cutting_one_host_fails_only_its_gateways(hosts: list[str], ssh_keys: Keys) -> None:
+async def test_cutting_one_host_fails_only_its_gateways(hosts: HostFarm, ssh_keys: Keys) -> None:
     group = asyncgw.Group()
     try:
         specs = [_spec(ssh_keys, address) for address in hosts for _ in range(2)]
@@ -90,7 +55,7 @@ async def test_cutting_one_host_fails_only_its_gateways(hosts: list[str], ssh_ke
         cut, kept = echoes[2:4], echoes[:2] + echoes[4:]  # the second host's two
 
         pending = [asyncio.create_task(echo.receive()) for echo in cut]
-        _ip("link", "set", f"{PREFIX}o2", "down")
+        _ip("link", "set", hosts.links[1], "down")
         started = time.monotonic()
         for task in pending:
             with pytest.raises(asyncgw.GatewayLost):
@@ -103,5 +68,5 @@ async def test_cutting_one_host_fails_only_its_gateways(hosts: list[str], ssh_ke
         with pytest.raises(asyncgw.GatewayLost):
             await cut[0].send("into the void")
     finally:
-        _ip("link", "set", f"{PREFIX}o2", "up")
+        _ip("link", "set", hosts.links[1], "up")
         await group.terminate(timeout=5)

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mappin
 from typing import TYPE_CHECKING, Any
 
 from ..transports import sshpool
-from .hosts import Host, get_hosts_list
+from .hosts import Host, get_hosts_list, resolve_params
 from .process import (
     STDOUT,
     GatewayProcess,
@@ -229,11 +229,9 @@ class Action:
         every process has ended (``stream`` is ``"stdout"`` or ``"stderr"``)."""
         queue: asyncio.Queue[tuple[Process, str, str] | None] = asyncio.Queue()
         processes = self.processes
-        pending = 0
+        pending = len(processes)  # each sends None at its end (at once if ended)
         for process in processes:
             process.listen(queue)
-            if not (process.ended and process.started):
-                pending += 1
         try:
             while pending:
                 item = await queue.get()
@@ -304,7 +302,7 @@ class Remote(Action):
         super().__init__(name=own.get("name") or f"Remote {cmd!r}")
         self.cmd = cmd
         self.hosts = get_targets(hosts)
-        self.connection_params = dict(connection_params or {})
+        self.connection_params = check_params(connection_params)
         self.via = _intermediates(via)
         substitution = Substitution([cmd], namespace or caller_namespace(1))
         for index, target in enumerate(self.hosts):
@@ -331,6 +329,15 @@ def make_process(
     if isinstance(target, Host):
         return SshProcess(cmd, target, connection_params, keep=keep, **process_args)
     return GatewayProcess(cmd, target, **process_args)
+
+
+def check_params(connection_params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``connection_params`` as a dict, checked now (whatever the hosts).
+
+    :raises ValueError: naming keys that are not connection parameters.
+    """
+    resolve_params(Host("check"), connection_params)
+    return dict(connection_params or {})
 
 
 def _intermediates(via: TargetsLike | None) -> list[Gateway]:

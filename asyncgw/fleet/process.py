@@ -170,7 +170,9 @@ class Process:
         return (
             (not self.error or self.ignore_error)
             and (not self.timeouted or self.ignore_timeout)
-            and (self.exit_code == 0 or self.ignore_exit_code or self.killed)
+            # No exit status (it could not start, or the host was lost) is the
+            # error's to judge, not the exit code's.
+            and (self.exit_code in (0, None) or self.ignore_exit_code or self.killed)
         )
 
     @property
@@ -278,7 +280,7 @@ class Process:
             async with asyncio.timeout(self.timeout):
                 self.exit_code = await self._exit_status()
         except TimeoutError:
-            self.timeouted = True
+            self.timeouted = self.killed = True  # as execo: a timeout kills
             await self._stop_quietly()
         except asyncio.CancelledError:
             _uncancel()
@@ -447,7 +449,7 @@ _HEADED = "echo $$; trap 'exit 143' TERM; eval {command} </dev/null"
 _KILLER = (
     "kill -TERM -- -{pgid} 2>/dev/null; n={ticks}; "
     'while [ "$n" -gt 0 ] && kill -0 -- -{pgid} 2>/dev/null; do sleep 0.1; n=$((n - 1)); done; '
-    "kill -KILL -- -{pgid} 2>/dev/null; true"
+    "kill -KILL -- -{pgid} 2>/dev/null && echo forced; true"
 )
 
 #: The command with a watcher, which also stops it when the connection is
@@ -589,7 +591,9 @@ class SshProcess(Process):
         slot = await sshpool.acquire(self._slot.target, float(self.params["connect_timeout"]))
         try:
             async with asyncio.timeout(self.kill_grace + _STOP_SLACK):
-                await slot.conn.run(killer, check=False)
+                result = await slot.conn.run(killer, check=False)
+            if "forced" in str(result.stdout):
+                self.forced_kill = True
         finally:
             slot.release()
 
@@ -698,6 +702,8 @@ class GatewayProcess(Process):
                     self._output(STDOUT, value)
                 elif tag == "e":
                     self._output(STDERR, value)
+                elif tag == "k":  # the far side had to SIGKILL
+                    self.forced_kill = True
                 elif tag == "x":
                     exit.set_result(value)
                     return

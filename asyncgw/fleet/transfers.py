@@ -22,7 +22,7 @@ from ..files.putget import (
     get_through_gateway,
 )
 from ..transports import sshpool
-from .actions import Action, Target, TargetsLike, get_targets, split_args
+from .actions import Action, Target, TargetsLike, check_params, get_targets, split_args
 from .hosts import Host, resolve_params, ssh_target
 from .process import TransferProcess
 from .substitution import Namespace, Substitution, caller_namespace
@@ -54,7 +54,7 @@ class _Transfer(Action):
         paths = _paths(paths, "the files")
         super().__init__(name=own.get("name") or f"{verb.title()} {paths} {location}")
         self.hosts = get_targets(hosts)
-        self.connection_params = dict(connection_params or {})
+        self.connection_params = check_params(connection_params)
         self.create_dirs = create_dirs
         substitution = Substitution([*paths, location], namespace)
         #: per process: (its paths, its location), substituted for its host

@@ -8,6 +8,7 @@ The conversation (local side ``L``, this side ``R``)::
     L: (cmd, {"kill_grace": seconds, "keep_stdin": bool})
     R: ("pid", pid)                       once the shell has started
     R: ("o", bytes) / ("e", bytes)        output as it comes, per stream
+    R: ("k", None)                        it had to be SIGKILLed
     R: ("x", exit_status)                 the end: the shell's exit status,
                                           or -signal if a signal ended it
     L: "kill"                             at any time: stop it
@@ -45,7 +46,7 @@ def _pump(channel: Any, stream: Any, tag: str) -> None:
             return  # the caller went away; keep draining so the command is not blocked
 
 
-def _stop(process: Any, grace: float, ended: Any) -> None:
+def _stop(channel: Any, process: Any, grace: float, ended: Any) -> None:
     """Input closed, SIGTERM to the command's group; SIGKILL if it has
     not ended in time."""
     if process.stdin is not None:
@@ -62,7 +63,12 @@ def _stop(process: Any, grace: float, ended: Any) -> None:
             os.killpg(process.pid, sig)
         except (ProcessLookupError, PermissionError):
             return
-        if wait is not None and ended.wait(wait):
+        if wait is None:
+            try:
+                channel.send(("k", None))
+            except Exception:
+                pass
+        elif ended.wait(wait):
             return
 
 
@@ -75,7 +81,7 @@ def _watch(channel: Any, process: Any, grace: float, ended: Any) -> None:
     except Exception:
         pass  # closed: the caller is gone or cancelled
     if not ended.is_set():
-        _stop(process, grace, ended)
+        _stop(channel, process, grace, ended)
 
 
 def run(channel: Any) -> None:

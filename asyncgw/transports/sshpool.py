@@ -114,11 +114,14 @@ class _Connection:
     conn: asyncssh.SSHClientConnection
     sessions: int = 0
     holds: int = 0
+    #: Connections that go through this one (as a jump host): they are
+    #: forwarded TCP channels, which sshd's MaxSessions does not count.
+    tunnels: int = 0
     tunnel: _Connection | None = None
 
     @property
     def idle(self) -> bool:
-        return self.sessions <= 0
+        return self.sessions <= 0 and self.tunnels <= 0
 
 
 @dataclass
@@ -191,7 +194,7 @@ class Hold:
 
 
 def _close_if_unused(connection: _Connection) -> None:
-    if connection.sessions <= 0 and connection.holds <= 0:
+    if connection.idle and connection.holds <= 0:
         _close(connection)
 
 
@@ -206,7 +209,7 @@ def _close(connection: _Connection) -> None:
         connections.remove(connection)
         pool.open_count -= 1
         if connection.tunnel is not None:
-            connection.tunnel.sessions -= 1  # each tunnelled connection counts as one
+            connection.tunnel.tunnels -= 1
             _close_if_unused(connection.tunnel)
 
         async def notify() -> None:
@@ -247,12 +250,13 @@ async def _open(pool: _Pool, target: SSHTarget, timeout: float) -> _Connection:
         if jump is not None:
             host, port, user = parse_address(jump, "ssh_jump")
             others = tuple(option for option in target.options if option[0] != "ssh_jump")
-            tunnel = (await acquire(SSHTarget(host, port, user, others), timeout))._connection
+            tunnel = await _jump(pool, SSHTarget(host, port, user, others), timeout)
         try:
             conn = await _connect(target, timeout, tunnel.conn if tunnel else None)
         except BaseException:
             if tunnel is not None:
-                Slot(tunnel).release()
+                tunnel.tunnels -= 1
+                _close_if_unused(tunnel)
             raise
     except BaseException:
         pool.open_count -= 1
@@ -260,6 +264,18 @@ async def _open(pool: _Pool, target: SSHTarget, timeout: float) -> _Connection:
     connection = _Connection(target, conn, tunnel=tunnel)
     pool.connections.setdefault(target, []).append(connection)
     return connection
+
+
+async def _jump(pool: _Pool, target: SSHTarget, timeout: float) -> _Connection:
+    """The one connection to a jump host (opened if need be), counting one
+    more connection through it."""
+    async with pool.locks.setdefault(target, asyncio.Lock()):
+        for dead in [c for c in pool.connections.get(target, []) if c.conn.is_closed()]:
+            _close(dead)
+        live = pool.connections.get(target, [])
+        connection = live[0] if live else await _open(pool, target, timeout)
+        connection.tunnels += 1
+        return connection
 
 
 async def _room(pool: _Pool) -> None:
