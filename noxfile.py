@@ -93,3 +93,11 @@ def fuzz(session: nox.Session) -> None:
     session.install("-e", ".", "atheris")
     args = session.posargs or ["-max_total_time=300"]
     session.run("python", "fuzzing/fuzz_wire.py", "-max_len=4096", *args, "fuzzing/corpus")
+
+
+@nox.session(python="3.11")
+def bench_fleet(session: nox.Session) -> None:
+    """hostname and a 50 MB put on 32 namespace hosts: asyncgw.fleet beside
+    parallel-ssh, fabric and asyncssh + gather (needs root, iproute2 and sshd)."""
+    session.install("-e", ".[test]", "parallel-ssh", "fabric")
+    session.run("python", "benchmarks/bench_fleet.py", *session.posargs)
