@@ -351,6 +351,21 @@ async def test_bad_expressions_raise_naming_them(group: asyncgw.Group) -> None:
         Put(gateway, ["/etc/hostname"], "/tmp/{{[]}}")
 
 
+async def test_expressions_cannot_run_code(tmp_path: Path) -> None:
+    """A command may carry text from elsewhere (a host's output): ``{{...}}``
+    in it evaluates names, attributes, subscripts and comprehensions, never
+    calls or private names."""
+    marker = tmp_path / "pwned"
+    hostile = f"{{{{__import__('os').system('touch {marker}')}}}}"
+    for text in (hostile, "{{open('/etc/passwd')}}", "{{Host.__subclasses__}}"):
+        with pytest.raises(ValueError, match="not allowed|private"):
+            Remote(f"echo {text}", "node1")
+    assert not marker.exists()
+    namespace: dict[str, Any] = {"shares": [[1, 2], [3]]}
+    expression = "{{[x * 2 for s in shares for x in s if x > 1]}}"
+    assert remote_substitute(expression, ["a", "b"], 1, ({}, namespace)) == "6"
+
+
 # -- Report and combined actions ----------------------------------------------------
 
 
