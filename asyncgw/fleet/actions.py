@@ -182,14 +182,32 @@ class Action:
 
     async def wait(self, timeout: float | None = None) -> Action:
         """Wait until every process has ended, at most ``timeout`` seconds.
-        Cancelling the waiting task stops the processes."""
-        waits = [process.wait() for process in self.processes if process._task is not None]
+        Cancelling the waiting task stops the processes (and waits until
+        they have stopped)."""
+        tasks = self._pending()
+        if not tasks:
+            return self
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.gather(*waits)
+                await asyncio.wait(tasks)
         except TimeoutError:
             pass
+        except asyncio.CancelledError:
+            self._stop_all()
+            await asyncio.wait(tasks)
+            raise
         return self
+
+    def _pending(self) -> list[asyncio.Future[Any]]:
+        """What :meth:`wait` waits for."""
+        return [process._task for process in self.processes if process._task is not None]
+
+    def _stop_all(self) -> None:
+        """Have every running process stop (each task stops its work)."""
+        for process in self.processes:
+            if process._task is not None and not process._task.done():
+                process.killed = True
+                process._task.cancel()
 
     async def run(self, timeout: float | None = None) -> Action:
         """Start, then wait (``timeout`` as in :meth:`wait`)."""
@@ -381,13 +399,12 @@ class _MultiAction(Action):
     def stats(self) -> dict[str, Any]:
         return merge_stats(self.name, (action.stats() for action in self.actions))
 
-    async def wait(self, timeout: float | None = None) -> Action:
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(action.wait() for action in self.actions))
-        except TimeoutError:
-            pass
-        return self
+    def _pending(self) -> list[asyncio.Future[Any]]:
+        return [task for action in self.actions for task in action._pending()]
+
+    def _stop_all(self) -> None:
+        for action in self.actions:
+            action._stop_all()
 
     def reports(self) -> list[Any]:
         return list(self.actions)
@@ -428,16 +445,14 @@ class SequentialActions(_MultiAction):
     async def wait(self, timeout: float | None = None) -> Action:
         if self._runner is None:
             raise RuntimeError(f"{self!r} was not started")
-        runner = self._runner
-        try:
-            await asyncio.wait_for(asyncio.shield(runner), timeout)
-        except TimeoutError:
-            pass
-        except asyncio.CancelledError:
-            runner.cancel()  # the running action's wait stops its processes
-            await asyncio.wait([runner])
-            raise
-        return self
+        return await super().wait(timeout)
+
+    def _pending(self) -> list[asyncio.Future[Any]]:
+        return [self._runner] if self._runner is not None else []
+
+    def _stop_all(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()  # the running action's wait stops its processes
 
     async def kill(self) -> Action:
         if self._runner is not None and not self._runner.done():

@@ -293,10 +293,16 @@ class Process:
         self._end()
 
     async def _stop_quietly(self) -> None:
-        try:
-            await asyncio.shield(self._stop())
-        except Exception as exc:  # the host is gone: nothing left to stop
-            logger.debug("stopping %r: %s", self, _describe(exc))
+        """Stop the work, to the end: being cancelled again meanwhile (a
+        ``kill()`` during a timeout's stop) does not abandon the stop."""
+        stop = asyncio.get_running_loop().create_task(self._stop())
+        while not stop.done():
+            try:
+                await asyncio.shield(stop)
+            except asyncio.CancelledError:
+                _uncancel()
+            except Exception as exc:  # the host is gone: nothing left to stop
+                logger.debug("stopping %r: %s", self, _describe(exc))
 
     def _end(self) -> None:
         for stream in (STDOUT, STDERR):
