@@ -247,4 +247,11 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
                 message = f"{message} ({diagnosis})"
             raise BootstrapError(message, gateway.id) from None
         raise
+    from .objects.services import start_services  # a layer above the core
+
+    try:
+        await start_services(gateway)
+    except BaseException:
+        await gateway.kill()
+        raise
     return gateway

@@ -44,6 +44,10 @@ class Group:
         is aliased to :mod:`asyncgw.sync` here).
     :param execmodel: ``thread`` or ``main_thread_only``, for members whose
         spec names no ``execmodel``.
+    :param forward_logs: members forward their logs, warnings, thread
+        exceptions and output here (spec key ``forward_logs``).
+    :param forward_imports: top-level names members' imports may fetch from
+        here (spec key ``forward_imports=a,b``).
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class Group:
         preload: Iterable[str] = (),
         execnet_alias: bool = False,
         execmodel: str = "thread",
+        forward_logs: bool = False,
+        forward_imports: Iterable[str] = (),
     ) -> None:
         self._initial = list(specs)
         self._gateways: list[Gateway] = []
@@ -72,6 +78,10 @@ class Group:
         #: The execmodel of members whose spec names none (execnet's
         #: ``remote_execmodel``); set on their XSpec, as execnet does.
         self.execmodel = execmodel
+        #: Defaults for members whose spec does not say: forward their logs
+        #: here; let their imports of these names fetch modules from here.
+        self.forward_logs = forward_logs
+        self.forward_imports = list(forward_imports)
         # popen interpreter -> its fork server (None if it could not start)
         self._forkservers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
 

@@ -18,7 +18,7 @@ __all__ = ["XSpec"]
 #: Keys that choose the transport; a spec has exactly one.
 TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd", "docker", "kubectl", "sudo"}
 #: Keys that take no value (``popen``, not ``popen=x``).
-FLAG_KEYS = {"popen", "dont_write_bytecode"}
+FLAG_KEYS = {"popen", "dont_write_bytecode", "forward_logs"}
 #: Keys that may stand alone or take a value (``sudo`` or ``sudo=user``).
 OPTIONAL_VALUE_KEYS = {"sudo", "socket"}
 #: Options understood by every transport, or reserved for the transports
@@ -39,6 +39,8 @@ OPTION_KEYS = {
     "installvia",
     "connect_timeout",
     "max_frame",
+    "forward_logs",
+    "forward_imports",
 }
 EXECMODELS = ("thread", "main_thread_only")
 #: The smallest ``max_frame`` accepted: room for any control frame and a traceback.
@@ -85,6 +87,11 @@ class XSpec:
     installvia: str | None = None
     connect_timeout: str | None = None
     max_frame: str | None = None
+    #: Remote logging, warnings, thread exceptions and output reach the
+    #: local logger ``asyncgw.remote.<id>`` (see :mod:`asyncgw.objects`).
+    forward_logs: bool | None = None
+    #: Comma-separated top-level names remote imports may fetch from here.
+    forward_imports: str | None = None
 
     def __init__(self, string: str) -> None:
         if not isinstance(string, str):
