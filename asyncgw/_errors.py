@@ -109,11 +109,14 @@ class RemoteError(ChannelError):
     before the failure are consumed, and by ``waitclose``.
 
     :ivar formatted: the remote traceback, formatted on the remote side.
+    :ivar typename: the remote exception's type name, where known (remote
+        objects' calls), else ``None``.
     """
 
-    def __init__(self, formatted: str) -> None:
+    def __init__(self, formatted: str, typename: str | None = None) -> None:
         super().__init__(formatted)
         self.formatted = formatted
+        self.typename = typename
 
     def __str__(self) -> str:
         return self.formatted

@@ -114,6 +114,18 @@ class Gateway:
         await channel.send((args, kwargs))
         return await channel.receive()
 
+    async def create(self, target: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Make an object remotely and return a proxy to it (a value, if the
+        constructor's result is one): ``target`` is a class importable
+        there, ``"package.module:Name"``, or a self-contained class, shipped
+        as source. See :mod:`asyncgw.objects.proxy`.
+
+        :raises RemoteError: if the remote construction raised.
+        """
+        from .objects.proxy import create  # a layer above the core
+
+        return await create(self, target, *args, **kwargs)
+
     async def _request(self, what: str) -> dict[str, Any]:
         channel = self.newchannel()
         self._router.write_frame(REQUEST, channel.id, what.encode("ascii"))

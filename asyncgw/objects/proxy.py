@@ -1,0 +1,333 @@
+"""Remote objects used through proxies (pyacq's model, awaitable).
+
+``proxy = await gateway.create("pkg.mod:Name", *args, **kwargs)`` (or a
+self-contained class, shipped as source) makes an object in the remote
+interpreter and returns a :class:`Proxy` to it::
+
+    counter = await gw.create(Counter, start=10)
+    await counter.add(5)                  # a method call: one round trip
+    total = await counter.total           # an attribute read
+    name = await counter.owner.name.upper()   # a chain: still one round trip
+    async for item in counter.history():  # a remote generator, streamed
+        ...
+    await counter.close()                 # or: async with counter: ...
+
+Attribute reads and calls on a proxy build a :class:`Chain`; awaiting it
+sends the whole chain as one message. A result is a value when the wire
+carries it (DESIGN §2 types), else a further proxy; a generator or async
+generator is a :class:`RemoteIterator`, which fetches items in batches, one
+batch ahead, so a stream of any length takes bounded memory. A remote
+exception raises :class:`~asyncgw.RemoteError` with the remote type name
+and traceback. Cancelling the awaiting task (``asyncio.timeout`` gives a
+call its own timeout; there is no default) cancels the remote call where
+it is ``async``; a sync method runs on a remote worker thread and runs to
+its end. The remote object is released on :meth:`Proxy.close`, at the end
+of ``async with``, when the proxy is collected (releases are batched into
+one message per loop iteration), and when its gateway goes.
+
+One proxy can be used from several tasks at once; the blocking facade's
+proxies (:mod:`asyncgw.sync`) from several threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import textwrap
+import weakref
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
+
+from .._bootstrap import module_source
+from .._errors import GatewayLost, RemoteError
+
+if TYPE_CHECKING:
+    from .._channel import Channel
+    from .._gateway import Gateway
+
+__all__ = ["Chain", "Proxy", "RemoteIterator", "object_service", "remote_object_count"]
+
+REF = "__asyncgw_ref__"
+#: Items fetched per round trip when iterating a remote generator.
+BATCH = 1000
+
+_services: weakref.WeakKeyDictionary[Gateway, ObjectService] = weakref.WeakKeyDictionary()
+
+
+def object_service(gateway: Gateway) -> ObjectService:
+    """The gateway's object service (started on first use)."""
+    service = _services.get(gateway)
+    if service is None or service.dead:
+        service = _services[gateway] = ObjectService(gateway)
+    return service
+
+
+async def remote_object_count(gateway: Gateway) -> int:
+    """How many objects the gateway's remote table holds (for tests and
+    leak hunting); pending releases are sent first."""
+    service = object_service(gateway)
+    oids, service._releases = service._releases, []
+    if oids:
+        await service.request("release", oids)  # answered: released before the count
+    count: int = await service.request("count", None)
+    return count
+
+
+class ObjectService:
+    """The local end of one gateway's object service."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        source = module_source("remote/objects") + "\nserve(channel)\n"
+        self.channel: Channel = gateway.remote_exec(source)
+        self._ids = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._releases: list[int] = []
+        self._loop = asyncio.get_running_loop()
+        self._reader = self._loop.create_task(self._read())
+        self.dead: BaseException | None = None
+
+    async def _read(self) -> None:
+        try:
+            async for rid, status, value in self.channel:
+                future = self._pending.pop(rid, None)
+                if future is None or future.done():
+                    continue
+                if status == "ok":
+                    future.set_result(value)
+                else:
+                    name, message, text = value
+                    future.set_exception(RemoteError(text or f"{name}: {message}", name))
+            error: BaseException = GatewayLost(f"the object service of {self.gateway.id} ended")
+        except Exception as exc:
+            error = exc
+        self.dead = error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()
+
+    async def request(self, op: str, payload: Any) -> Any:
+        """Send a request and await its reply. Cancelling sends a cancel
+        for it (which stops it remotely where it is async)."""
+        if self.dead is not None:
+            raise self.dead
+        rid = next(self._ids)
+        future = self._loop.create_future()
+        self._pending[rid] = future
+        await self.channel.send((rid, op, payload))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._pending.pop(rid, None)
+            if self.dead is None:
+                self._loop.create_task(self._send_quietly((0, "cancel", rid)))
+            raise
+
+    async def _send_quietly(self, message: Any) -> None:
+        with contextlib.suppress(Exception):  # the gateway is gone, and its objects with it
+            await self.channel.send(message)
+
+    def release_later(self, oid: int) -> None:
+        """Release ``oid`` with the next batch (callable from any thread,
+        and from finalizers)."""
+        if self.dead is not None or self._loop.is_closed():
+            return
+        self._releases.append(oid)
+        if len(self._releases) == 1:
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                self._loop.call_soon_threadsafe(self.flush_releases)
+
+    def flush_releases(self) -> None:
+        oids, self._releases = self._releases, []
+        if oids and self.dead is None:
+            self._loop.create_task(self._send_quietly((0, "release", oids)))
+
+    def wrap(self, result: Any) -> Any:
+        """A reply's result as a value, a proxy or a remote iterator."""
+        kind = result[0]
+        if kind == "v":
+            return result[1]
+        if kind == "i":
+            return RemoteIterator(self, result[1], result[2])
+        return Proxy(self, result[1], result[2])
+
+
+def _encode(value: Any) -> Any:
+    """Arguments with proxies replaced by references."""
+    if isinstance(value, Proxy):
+        return (REF, value._oid)
+    if type(value) is tuple:
+        return tuple(_encode(item) for item in value)
+    if type(value) is list:
+        return [_encode(item) for item in value]
+    if type(value) is dict:
+        return {key: _encode(item) for key, item in value.items()}
+    return value
+
+
+class Chain:
+    """Attribute reads, item reads and calls from a remote object, sent as
+    one message when awaited (or iterated)."""
+
+    __slots__ = ("_path", "_proxy")
+
+    def __init__(self, proxy: Proxy, path: tuple[tuple[Any, ...], ...]) -> None:
+        self._proxy = proxy
+        self._path = path
+
+    def __getattr__(self, name: str) -> Chain:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Chain(self._proxy, (*self._path, ("getattr", name)))
+
+    def __getitem__(self, key: Any) -> Chain:
+        return Chain(self._proxy, (*self._path, ("getitem", _encode(key))))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Chain:
+        return Chain(self._proxy, (*self._path, ("call", _encode(args), _encode(kwargs))))
+
+    async def _evaluate(self) -> Any:
+        service = self._proxy._service
+        steps = [list(step) for step in self._path]
+        return service.wrap(await service.request("eval", (self._proxy._oid, steps)))
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._evaluate().__await__()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        iterator = await self._evaluate()
+        if not isinstance(iterator, RemoteIterator):
+            raise TypeError(f"{self!r} is not a remote generator")
+        async with iterator:
+            async for item in iterator:
+                yield item
+
+    def __repr__(self) -> str:
+        text = "".join(
+            f".{step[1]}" if step[0] == "getattr" else "[...]" if step[0] == "getitem" else "(...)"
+            for step in self._path
+        )
+        return f"<Chain {self._proxy!r}{text}>"
+
+
+class Proxy:
+    """A remote object (see the module docstring)."""
+
+    __slots__ = ("__weakref__", "_finalizer", "_oid", "_service", "_typename")
+
+    def __init__(self, service: ObjectService, oid: int, typename: str) -> None:
+        self._service = service
+        self._oid = oid
+        self._typename = typename
+        self._finalizer = weakref.finalize(self, service.release_later, oid)
+
+    def __getattr__(self, name: str) -> Chain:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return Chain(self, (("getattr", name),))
+
+    def __getitem__(self, key: Any) -> Chain:
+        return Chain(self, (("getitem", _encode(key)),))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Chain:
+        return Chain(self, (("call", _encode(args), _encode(kwargs)),))
+
+    def __repr__(self) -> str:
+        return f"<Proxy {self._typename} #{self._oid} on {self._service.gateway.id}>"
+
+    async def close(self) -> None:
+        """Release the remote object now (the proxy is unusable after)."""
+        if self._finalizer.detach() is not None and self._service.dead is None:
+            await self._service._send_quietly((0, "release", [self._oid]))
+
+    async def __aenter__(self) -> Proxy:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class RemoteIterator:
+    """A remote generator or async generator, streamed in batches of
+    :data:`BATCH` items with one batch fetched ahead."""
+
+    def __init__(self, service: ObjectService, iid: int, typename: str) -> None:
+        self._service = service
+        self._iid = iid
+        self._typename = typename
+        self._buffer: list[Any] = []
+        self._ahead: asyncio.Task[Any] | None = None
+        self._done = False
+        self._finalizer = weakref.finalize(self, service.release_later, iid)
+
+    def __repr__(self) -> str:
+        return f"<RemoteIterator {self._typename} #{self._iid} on {self._service.gateway.id}>"
+
+    def __aiter__(self) -> RemoteIterator:
+        return self
+
+    async def _fetch(self) -> Any:
+        return await self._service.request("next", (self._iid, BATCH))
+
+    async def __anext__(self) -> Any:
+        while not self._buffer:
+            if self._done:
+                raise StopAsyncIteration
+            ahead, self._ahead = self._ahead, None
+            plain, items, done = await (ahead if ahead is not None else self._fetch())
+            self._done = done
+            if done:
+                self._finalizer.detach()  # the far side forgot it
+            else:  # one batch ahead: back-pressure, and no wait between batches
+                self._ahead = asyncio.ensure_future(self._fetch())
+            self._buffer = items if plain else [self._service.wrap(item) for item in items]
+            self._buffer.reverse()
+        return self._buffer.pop()
+
+    async def aclose(self) -> None:
+        """Stop: close the remote generator (its ``finally`` runs there)."""
+        if self._ahead is not None:
+            self._ahead.cancel()
+            self._ahead = None
+        self._buffer = []
+        if not self._done:
+            self._done = True
+            self._finalizer.detach()
+            await self._service.request("close_iter", self._iid)
+
+    async def __aenter__(self) -> RemoteIterator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+def target_of(target: Any) -> tuple[str, ...]:
+    """``("import", "pkg.mod:Name")`` or ``("source", text, name)``.
+
+    :raises TypeError: for what is neither a class nor ``"module:Name"``.
+    """
+    if isinstance(target, str):
+        if ":" not in target:
+            raise ValueError(f"a remote class is 'package.module:Name', not {target!r}")
+        return ("import", target)
+    if inspect.isclass(target):
+        try:
+            source = textwrap.dedent(inspect.getsource(target))
+        except (OSError, TypeError) as exc:
+            raise TypeError(f"cannot ship class {target.__name__}: {exc}") from None
+        return ("source", source, target.__name__)
+    raise TypeError(f"create() takes a class or 'module:Name', not {type(target).__name__}")
+
+
+async def create(gateway: Gateway, target: Any, *args: Any, **kwargs: Any) -> Any:
+    """See :meth:`asyncgw.Gateway.create`."""
+    service = object_service(gateway)
+    payload = (target_of(target), _encode(list(args)), _encode(kwargs))
+    return service.wrap(await service.request("create", payload))

@@ -1,0 +1,236 @@
+"""The far side of remote objects (:mod:`asyncgw.objects.proxy`).
+
+Shipped as source by ``gateway.remote_exec`` with ``serve(channel)``
+appended, and run with the worker's blocking channel: stdlib only, Python
+3.9 syntax. One such service per gateway holds the objects the caller uses
+through proxies, in a table keyed by object id.
+
+Requests, each ``(rid, op, payload)``; a reply ``(rid, "ok", result)`` or
+``(rid, "err", (type name, message, traceback))``; ``rid`` 0 takes no reply:
+
+- ``("create", (target, args, kwargs))``: ``target`` is ``("import",
+  "pkg.mod:Name")`` or ``("source", text, name)``; the result is a reference;
+- ``("eval", (oid, path))``: from object ``oid``, apply each step of
+  ``path`` — ``("getattr", name)``, ``("call", args, kwargs)``,
+  ``("getitem", key)`` — in one go, awaiting what a step returns if it is
+  awaitable; the result is a value, a reference, or an iterator reference;
+- ``("next", (iid, count))``: up to ``count`` items of iterator ``iid``:
+  ``(plain, items, exhausted)``, the items as values if ``plain``, else
+  as results; an exhausted iterator is forgotten;
+- ``("close_iter", iid)``: close and forget an iterator;
+- ``("release", [oid, ...])`` (answered only if ``rid`` is not 0) and
+  ``("cancel", rid)`` (never answered);
+- ``("count", None)``: how many objects the table holds.
+
+Results: ``("v", value)`` for values the wire carries (checked deeply),
+``("r", oid, type name)`` for anything else, ``("i", iid, type name)``
+for generators and async generators. Arguments may hold references as
+``("__asyncgw_ref__", oid)``. Each request is answered by the thread that
+took it from the channel (see :class:`Service`); coroutines run on the
+service's event loop, where a ``cancel`` cancels them.
+"""
+
+import asyncio
+import concurrent.futures
+import importlib
+import inspect
+import itertools
+import threading
+import traceback
+from typing import Any, Tuple
+
+REF = "__asyncgw_ref__"
+#: Threads a service may run at once (each taking and answering requests).
+MAX_THREADS = 32
+_PLAIN = (type(None), bool, int, float, complex, str, bytes)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def _is_value(obj: Any, depth: int = 0) -> bool:
+    """Whether the wire carries ``obj`` as it is (a value, not a reference)."""
+    if isinstance(obj, _PLAIN):
+        return type(obj) in _PLAIN or isinstance(obj, bool)
+    if depth > 50 or type(obj) not in _CONTAINERS:
+        return False
+    if isinstance(obj, dict):
+        return all(_is_value(k, depth + 1) and _is_value(v, depth + 1) for k, v in obj.items())
+    return all(_is_value(item, depth + 1) for item in obj)
+
+
+class Service:
+    """Serves requests from threads that each take one from the channel
+    and answer it themselves: no hand-off between receiving and running.
+    A thread that finds no other idle starts another (up to
+    :data:`MAX_THREADS`), so a slow call holds up no other. Coroutines run
+    on one event loop thread of the service's own, started when needed."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.objects = {}  # type: dict[int, Any]
+        self.ids = itertools.count(1)
+        self.lock = threading.Lock()
+        self.idle = 0
+        self.threads = 1
+        self.running = {}  # type: dict[int, Any]
+        self.loop = None  # type: Any
+
+    def keep(self, obj: Any) -> int:
+        oid = next(self.ids)
+        self.objects[oid] = obj
+        return oid
+
+    def result(self, obj: Any) -> Tuple[Any, ...]:
+        if _is_value(obj):
+            return ("v", obj)
+        kind = "i" if inspect.isgenerator(obj) or inspect.isasyncgen(obj) else "r"
+        return (kind, self.keep(obj), type(obj).__name__)
+
+    def resolve(self, value: Any) -> Any:
+        """Arguments with references replaced by their objects."""
+        if type(value) is tuple:
+            if len(value) == 2 and value[0] == REF:
+                return self.objects[value[1]]
+            return tuple(self.resolve(item) for item in value)
+        if type(value) is list:
+            return [self.resolve(item) for item in value]
+        if type(value) is dict:
+            return {key: self.resolve(item) for key, item in value.items()}
+        return value
+
+    def work(self) -> None:
+        """Take requests and answer them until the channel ends."""
+        while True:
+            with self.lock:
+                self.idle += 1
+            try:
+                request = self.channel.receive()
+            except Exception:  # EOFError: the caller closed the service
+                return
+            finally:
+                with self.lock:
+                    self.idle -= 1
+                    more = self.idle == 0 and self.threads < MAX_THREADS
+                    if more:
+                        self.threads += 1
+            if more:
+                threading.Thread(target=self.work, daemon=True).start()
+            rid, op, payload = request
+            if op == "release" and not rid:
+                self.op_release(rid, payload)
+            elif op == "cancel":
+                future = self.running.get(payload)
+                if future is not None:
+                    future.cancel()
+            else:
+                self.answer(rid, op, payload)
+
+    def answer(self, rid: int, op: str, payload: Any) -> None:
+        try:
+            reply = (rid, "ok", getattr(self, "op_" + op)(rid, payload))
+        except BaseException as exc:
+            if isinstance(exc, concurrent.futures.CancelledError):
+                reply = (rid, "err", ("CancelledError", "cancelled remotely", ""))
+            else:
+                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+                reply = (rid, "err", (type(exc).__name__, str(exc), text))
+        try:
+            self.channel.send(reply)
+        except Exception:
+            pass  # the caller is gone
+
+    def wait(self, rid: int, awaitable: Any) -> Any:
+        """The result of a coroutine, run on the service's loop; a
+        ``cancel`` for ``rid`` cancels it."""
+        with self.lock:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+                threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+        async def run() -> Any:
+            return await awaitable
+
+        future = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        self.running[rid] = future
+        try:
+            return future.result()
+        finally:
+            self.running.pop(rid, None)
+
+    def call(self, rid: int, function: Any, args: Any, kwargs: Any) -> Any:
+        result = function(*self.resolve(list(args)), **self.resolve(dict(kwargs)))
+        if inspect.isawaitable(result) and not inspect.isasyncgen(result):
+            result = self.wait(rid, result)
+        return result
+
+    def op_create(self, rid: int, payload: Any) -> Any:
+        target, args, kwargs = payload
+        if target[0] == "import":
+            module, _, name = target[1].partition(":")
+            cls = importlib.import_module(module)
+            for part in name.split("."):
+                cls = getattr(cls, part)
+        else:
+            namespace = {"__name__": "__asyncgw_objects__"}  # type: dict[str, Any]
+            exec(compile(target[1], "<class " + target[2] + ">", "exec"), namespace)
+            cls = namespace[target[2]]
+        return self.result(self.call(rid, cls, args, kwargs))
+
+    def op_eval(self, rid: int, payload: Any) -> Any:
+        oid, path = payload
+        obj = self.objects[oid]
+        for step in path:
+            if step[0] == "getattr":
+                obj = getattr(obj, step[1])
+            elif step[0] == "call":
+                obj = self.call(rid, obj, step[1], step[2])
+            elif step[0] == "getitem":
+                obj = obj[self.resolve(step[1])]
+            else:
+                raise ValueError("unknown step %r" % (step[0],))
+        if inspect.isawaitable(obj) and not inspect.isasyncgen(obj):
+            obj = self.wait(rid, obj)
+        return self.result(obj)
+
+    def op_next(self, rid: int, payload: Any) -> Any:
+        iid, count = payload
+        iterator = self.objects[iid]
+        items = []  # type: list[Any]
+        done = False
+        if inspect.isasyncgen(iterator):
+
+            async def take_async() -> bool:
+                for _ in range(count):
+                    try:
+                        items.append(await iterator.__anext__())
+                    except StopAsyncIteration:
+                        return True
+                return False
+
+            done = self.wait(rid, take_async())
+        else:
+            items.extend(itertools.islice(iterator, count))
+            done = len(items) < count
+        if done:
+            self.objects.pop(iid, None)
+        if all(_is_value(item) for item in items):
+            return (True, items, done)  # the common case: values, as they are
+        return (False, [self.result(item) for item in items], done)
+
+    def op_close_iter(self, rid: int, payload: Any) -> Any:
+        iterator = self.objects.pop(payload, None)
+        if inspect.isasyncgen(iterator):
+            self.wait(rid, iterator.aclose())
+        elif inspect.isgenerator(iterator):
+            iterator.close()
+        return None
+
+    def op_release(self, rid: int, payload: Any) -> Any:
+        for oid in payload:
+            self.objects.pop(oid, None)
+
+    def op_count(self, rid: int, payload: Any) -> Any:
+        return len(self.objects)
+
+
+def serve(channel: Any) -> None:
+    Service(channel).work()
