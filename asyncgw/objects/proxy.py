@@ -290,6 +290,15 @@ class RemoteIterator:
             self._buffer.reverse()
         return self._buffer.pop()
 
+    async def _next_batch(self) -> list[Any]:
+        """The items buffered or of the next batch (empty at the end)."""
+        try:
+            first = await self.__anext__()
+        except StopAsyncIteration:
+            return []
+        batch, self._buffer = [first, *reversed(self._buffer)], []
+        return batch
+
     async def aclose(self) -> None:
         """Stop: close the remote generator (its ``finally`` runs there)."""
         if self._ahead is not None:
@@ -319,10 +328,14 @@ def target_of(target: Any) -> tuple[str, ...]:
         return ("import", target)
     if inspect.isclass(target):
         try:
-            source = textwrap.dedent(inspect.getsource(target))
+            lines, first = inspect.getsourcelines(target)
+            filename = inspect.getsourcefile(target) or f"<class {target.__name__}>"
         except (OSError, TypeError) as exc:
             raise TypeError(f"cannot ship class {target.__name__}: {exc}") from None
-        return ("source", source, target.__name__)
+        # At its own line numbers, under its own file name: remote tracebacks
+        # then point at the caller's source.
+        source = "\n" * (first - 1) + textwrap.dedent("".join(lines))
+        return ("source", source, target.__name__, filename)
     raise TypeError(f"create() takes a class or 'module:Name', not {type(target).__name__}")
 
 

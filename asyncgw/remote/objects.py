@@ -9,7 +9,8 @@ Requests, each ``(rid, op, payload)``; a reply ``(rid, "ok", result)`` or
 ``(rid, "err", (type name, message, traceback))``; ``rid`` 0 takes no reply:
 
 - ``("create", (target, args, kwargs))``: ``target`` is ``("import",
-  "pkg.mod:Name")`` or ``("source", text, name)``; the result is a reference;
+  "pkg.mod:Name")`` or ``("source", text, name, filename)`` (the text padded to its line
+  numbers in that file); the result is a reference;
 - ``("eval", (oid, path))``: from object ``oid``, apply each step of
   ``path`` — ``("getattr", name)``, ``("call", args, kwargs)``,
   ``("getitem", key)`` — in one go, awaiting what a step returns if it is
@@ -35,6 +36,7 @@ import concurrent.futures
 import importlib
 import inspect
 import itertools
+import linecache
 import threading
 import traceback
 from typing import Any, Tuple
@@ -170,9 +172,13 @@ class Service:
             for part in name.split("."):
                 cls = getattr(cls, part)
         else:
+            source, name, filename = target[1], target[2], target[3]
+            # Tracebacks show the caller's lines: the source is known under
+            # the caller's file name (linecache), at its own line numbers.
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             namespace = {"__name__": "__asyncgw_objects__"}  # type: dict[str, Any]
-            exec(compile(target[1], "<class " + target[2] + ">", "exec"), namespace)
-            cls = namespace[target[2]]
+            exec(compile(source, filename, "exec"), namespace)
+            cls = namespace[name]
         return self.result(self.call(rid, cls, args, kwargs))
 
     def op_eval(self, rid: int, payload: Any) -> Any:
