@@ -30,6 +30,7 @@ from ._gateway import Gateway
 from ._group import Group, default_group, makegateway
 from ._spec import XSpec
 from ._wire import dumps, loads
+from .objects.supervision import Death, RestartPolicy
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "ChannelError",
     "ChannelIOError",
     "DataFormatError",
+    "Death",
     "DumpError",
     "Gateway",
     "GatewayError",
@@ -54,6 +56,7 @@ __all__ = [
     "MultiChannel",
     "ProtocolError",
     "RemoteError",
+    "RestartPolicy",
     "SpecError",
     "TimeoutError",
     "XSpec",

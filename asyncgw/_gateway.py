@@ -21,6 +21,7 @@ from ._code import call_request, exec_request
 from ._errors import BootstrapError, GatewayError, TimeoutError
 from ._router import Router
 from ._wire import DEFAULT_MAX_PAYLOAD, EXEC, REQUEST, TERMINATE, check_frame_size, dumps
+from .objects.supervision import Death, DeathWatch
 from .transports import OpenContext, factory_for
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Gateway:
         self._next_id = 1  # this side numbers its channels odd
         self._hello: dict[str, Any] = {}
         self._exiting = False
+        self._watch = DeathWatch(self)  # its death, as an event
 
     def __repr__(self) -> str:
         state = "receive-live" if self.is_alive else "not-receiving"
@@ -152,6 +154,7 @@ class Gateway:
         seconds later is interrupted (``KeyboardInterrupt`` in the main
         thread) and the worker exits regardless, as execnet's workers do."""
         self._exiting = True
+        self._watch.requested = self._watch.requested or "asked to exit"
         if self.group is not None:
             self.group._remove(self)
         if self._transport is not None and self._router.lost is None:
@@ -160,7 +163,8 @@ class Gateway:
     async def exit(self, timeout: float | None = None) -> None:
         """Ask the worker to exit once its running code finishes, wait up to
         ``timeout`` seconds (None: as long as it takes), then kill it.
-        Leaves the group. Returns once the interpreter is gone.
+        Leaves the group. Returns once the interpreter is gone (and its
+        :class:`Death` reported).
 
         Cancelling kills the interpreter at once and still waits for it.
         """
@@ -179,21 +183,42 @@ class Gateway:
         finally:
             if self._router.lost is None:
                 self._router.connection_lost("the gateway exited")
+        await self._watch.settled()  # its death is reported when exit returns
 
     async def kill(self) -> None:
         """End the remote interpreter now, without asking. The kill runs to
         its end even if the caller is cancelled."""
         self._exiting = True
+        self._watch.requested = self._watch.requested or "killed on request"
         if self.group is not None:
             self.group._remove(self)
         if self._transport is not None:
             await asyncio.shield(self._transport.kill())
         self._router.connection_lost("the gateway was killed")
+        await self._watch.settled()
 
     async def wait_closed(self) -> None:
         """Wait until the connection to the worker has ended. Cancelling the
         wait changes nothing."""
         await self._router.closed.wait()
+
+    # -- supervision (asyncgw/objects/supervision.py)
+
+    @property
+    def death(self) -> Death | None:
+        """How the gateway ended, once it has (None while it runs)."""
+        return self._watch.death
+
+    def on_death(self, callback: Callable[[Death], object]) -> None:
+        """Call ``callback(death)`` on the event loop once the gateway has
+        ended — at once (soon) if it already has. An exception in a callback
+        is logged, not raised."""
+        self._watch.add_callback(callback)
+
+    async def died(self) -> Death:
+        """Wait until the gateway has ended and return how. Cancelling the
+        wait changes nothing."""
+        return await self._watch.wait()
 
 
 async def _fork(
@@ -266,4 +291,5 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
     except BaseException:
         await gateway.kill()
         raise
+    gateway._watch.arm()  # from now on, its end is an event
     return gateway

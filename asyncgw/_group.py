@@ -19,6 +19,7 @@ from ._errors import SpecError
 from ._gateway import Gateway, open_gateway
 from ._spec import XSpec
 from ._tasks import run_all
+from .objects.supervision import Death, GroupSupervisor, RestartPolicy
 from .transports.forkserver import ForkServer, forkserver_key
 
 __all__ = ["Group", "default_group", "makegateway"]
@@ -48,6 +49,9 @@ class Group:
         exceptions and output here (spec key ``forward_logs``).
     :param forward_imports: top-level names members' imports may fetch from
         here (spec key ``forward_imports=a,b``).
+    :param restart: restart members that die unexpectedly, with the same
+        spec and id: a :class:`RestartPolicy`, or its ``max_restarts`` alone
+        (see :mod:`asyncgw.objects.supervision`). None: never.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Group:
         execmodel: str = "thread",
         forward_logs: bool = False,
         forward_imports: Iterable[str] = (),
+        restart: RestartPolicy | int | None = None,
     ) -> None:
         self._initial = list(specs)
         self._gateways: list[Gateway] = []
@@ -84,6 +89,7 @@ class Group:
         self.forward_imports = list(forward_imports)
         # popen interpreter -> its fork server (None if it could not start)
         self._forkservers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
+        self._supervisor = GroupSupervisor(self, restart)
 
     def __repr__(self) -> str:
         return f"<Group {[gw.id for gw in self._gateways]!r}>"
@@ -253,15 +259,39 @@ class Group:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
+            await self._supervisor.stop()  # no restarts while (or once) ending
             for wave in _proxies_last(list(self._gateways)):
                 left = None if deadline is None else max(0.0, deadline - loop.time())
                 await run_all(gateway.exit(left) for gateway in wave)
         finally:
+            self._supervisor.resume()
             await self._close_forkservers()
 
     def _remove(self, gateway: Gateway) -> None:
         if gateway in self._gateways:
             self._gateways.remove(gateway)
+
+    def _replace(self, old: Gateway, new: Gateway) -> bool:
+        """Put ``new`` in ``old``'s place; False if ``old`` has left."""
+        if old not in self._gateways:
+            return False
+        self._gateways[self._gateways.index(old)] = new
+        return True
+
+    # -- supervision (asyncgw/objects/supervision.py)
+
+    def on_death(self, callback: Callable[[Death], object]) -> None:
+        """Call ``callback(death)`` on the event loop whenever a member ends
+        (planned ends included: see :attr:`Death.expected`). An exception in
+        a callback is logged, not raised."""
+        self._supervisor.death_callbacks.append(callback)
+
+    def on_restart(self, callback: Callable[[Gateway, Death], object]) -> None:
+        """Call ``callback(gateway, death)`` on the event loop when the
+        restart policy has replaced a dead member: ``gateway`` is the new
+        member, ``death`` how the old one ended. Restarts are also logged
+        (WARNING, logger ``asyncgw.group``)."""
+        self._supervisor.restart_callbacks.append(callback)
 
 
 async def _start_forkserver(argv: tuple[str, ...], preload: list[str]) -> ForkServer | None:

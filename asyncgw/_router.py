@@ -81,6 +81,11 @@ class Router:
         self.present_channel: Callable[[Channel], object] = _as_is
         self.transport: Transport | None = None
         self.lost: GatewayLost | None = None
+        #: Why the connection ended, without the transport's diagnosis.
+        self.lost_reason: str | None = None
+        #: Called on the loop, once, right after the router becomes lost
+        #: (supervision: :mod:`asyncgw.objects.supervision`).
+        self.lost_callbacks: list[Callable[[], None]] = []
         self.closed = asyncio.Event()
         self._out: list[bytes] = []
         self._out_size = 0
@@ -197,11 +202,12 @@ class Router:
         self._fail(message)
 
     def connection_lost(self, reason: str) -> None:
-        self._fail(f"gateway {self.gateway_id!r} lost: {reason}")
+        self._fail(f"gateway {self.gateway_id!r} lost: {reason}", reason)
 
-    def _fail(self, message: str) -> None:
+    def _fail(self, message: str, reason: str | None = None) -> None:
         if self.lost is not None:
             return
+        self.lost_reason = reason or message
         if self.transport is not None:
             diagnosis = self.transport.diagnosis()
             if diagnosis:
@@ -220,6 +226,8 @@ class Router:
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self.closed.set()
+        for callback in self.lost_callbacks:
+            callback()
 
     # -- the channel table
 

@@ -47,6 +47,7 @@ from ._sync_channel import NO_ENDMARKER as NO_ENDMARKER
 from ._sync_channel import Channel, MultiChannel, present
 from ._sync_rsync import RSync
 from ._tasks import run_all
+from .objects.supervision import Death, RestartPolicy
 from .remote.execmodel import ExecModel, get_execmodel
 
 #: execnet 2.1's public names, exactly (NO_ENDMARKER and the like stay
@@ -143,6 +144,14 @@ class Gateway:
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return _run(self._gateway.call, function, *args, **kwargs)
 
+    def create(self, target: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Make an object remotely; a blocking proxy to it (see
+        :mod:`asyncgw._sync_objects`)."""
+        from ._sync_objects import _unwrap, present_result
+
+        args, kwargs = _unwrap(args), _unwrap(kwargs)
+        return present_result(_run(self._gateway.create, target, *args, **kwargs))
+
     @property
     def remoteaddress(self) -> str | None:
         """The address the gateway reached: its ssh or socket target."""
@@ -180,6 +189,49 @@ class Gateway:
         """Wait until the connection has ended."""
         _run(_wait_for, self._gateway.wait_closed, timeout)
 
+    # -- supervision (asyncgw.objects.supervision)
+
+    @property
+    def death(self) -> Death | None:
+        """How the gateway ended, once it has (None while it runs)."""
+        return self._gateway.death
+
+    def on_death(self, callback: Callable[[Death], object]) -> None:
+        """Call ``callback(death)`` in a thread of its own once the gateway
+        has ended (an exception there is logged)."""
+        _run_sync(self._gateway.on_death, _in_thread(callback))
+
+    def died(self, timeout: float | None = None) -> Death:
+        """Block until the gateway has ended; return how.
+
+        :raises TimeoutError: if it has not after ``timeout`` seconds.
+        """
+        return _run(_died, self._gateway, timeout)  # type: ignore[no-any-return]
+
+
+async def _died(gateway: _gateway.Gateway, timeout: float | None) -> Death:
+    async with asyncio.timeout(timeout):
+        return await gateway.died()
+
+
+def _in_thread(callback: Callable[..., object]) -> Callable[..., None]:
+    """``callback``, called from the loop, run in a thread of its own: it
+    may block and use the facade."""
+
+    def run(*args: object) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("supervision callback %r failed", callback)
+
+    def start(*args: object) -> None:
+        try:
+            threading.Thread(target=run, args=args, name="asyncgw-supervision", daemon=True).start()
+        except RuntimeError:  # interpreter shutdown: no new threads
+            log.debug("supervision callback %r not called: shutting down", callback)
+
+    return start
+
 
 async def _wait_for(function: Callable[[], Any], timeout: float | None) -> None:
     async with asyncio.timeout(timeout):
@@ -203,8 +255,16 @@ class Group:
     """Gateways managed together, execnet style: ``Group(["popen"] * 2)``
     starts both members (in parallel) before returning."""
 
-    def __init__(self, xspecs: Iterable[XSpec | str] = (), execmodel: str = "thread") -> None:
-        self._group = _group.Group()
+    def __init__(
+        self,
+        xspecs: Iterable[XSpec | str] = (),
+        execmodel: str = "thread",
+        *,
+        restart: RestartPolicy | int | None = None,
+    ) -> None:
+        self._group = _group.Group(restart=restart)
+        # A restarted member's facade belongs to this group, as the first.
+        self._group.on_restart(lambda gateway, death: Gateway(gateway, self))
         self._prestarted: dict[str, Gateway] = {}
         self.set_execmodel(execmodel)
         with _live_lock:
@@ -317,6 +377,17 @@ class Group:
         ``timeout`` seconds."""
         _run(self._group.terminate, timeout)
 
+    def on_death(self, callback: Callable[[Death], object]) -> None:
+        """Call ``callback(death)`` in a thread of its own whenever a member
+        ends (see :meth:`asyncgw.Group.on_death`)."""
+        self._group.on_death(_in_thread(callback))
+
+    def on_restart(self, callback: Callable[[Gateway, Death], object]) -> None:
+        """Call ``callback(gateway, death)`` in a thread of its own when the
+        restart policy has replaced a dead member with ``gateway``."""
+        thread = _in_thread(callback)
+        self._group.on_restart(lambda gateway, death: thread(_gateway_facade(gateway), death))
+
 
 _live_lock = threading.Lock()
 
@@ -338,6 +409,7 @@ def set_execmodel(execmodel: str, remote_execmodel: str | None = None) -> None:
 _FLEET_TWINS = frozenset(
     {"Action", "Get", "Local", "ParallelActions", "Put", "Remote", "SequentialActions"}
 )
+_OBJECTS = frozenset({"fetch"})
 _FLEET_SHARED = frozenset(
     {"Host", "Report", "default_connection_params", "expand", "fold", "get_hosts_list"}
 )
@@ -360,6 +432,10 @@ def __getattr__(name: str) -> Any:
         from . import fleet
 
         return getattr(fleet, name)
+    if name in _OBJECTS:
+        from . import _sync_objects
+
+        return getattr(_sync_objects, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

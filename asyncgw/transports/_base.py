@@ -66,6 +66,16 @@ class Transport(abc.ABC):
         """What is known of why the stream ended (exit code, last stderr)."""
         return ""
 
+    def exit_status(self) -> int | None:
+        """The interpreter's exit status once known, as :mod:`subprocess`
+        gives it (``-N``: killed by signal N); None: not known, or not yet."""
+        return None
+
+    def stderr_tail(self) -> list[str]:
+        """The last lines the interpreter wrote to its stderr, where this
+        side sees them (oldest first)."""
+        return []
+
     def stream_fd(self) -> int | None:
         """The descriptor of the non-blocking pipe or socket the worker
         reads, where the stream is one: the router may then write small

@@ -219,6 +219,7 @@ class _ForkedProcess:
     def __init__(self, pid: int) -> None:
         self._pid = pid
         self._returncode: int | None = None
+        self.status_known = True
         self._protocol: _Protocol | None = None
         self._pipes: dict[int, asyncio.BaseTransport] = {}
         self._pidfd: int | None = None
@@ -244,8 +245,10 @@ class _ForkedProcess:
             protocol.process_exited()
         return PopenTransport(self, protocol)  # type: ignore[arg-type]
 
-    def exited(self, code: int) -> None:
+    def exited(self, code: int, known: bool = True) -> None:
         self._returncode = code
+        #: False when the kernel told of the exit, not its status (-1 then).
+        self.status_known = known
         self._stop_watching()
         if self._protocol is not None:
             self._protocol.process_exited()
@@ -257,9 +260,9 @@ class _ForkedProcess:
         try:
             self._pidfd = os.pidfd_open(self._pid)
         except ProcessLookupError:
-            self.exited(-1)
+            self.exited(-1, False)
             return
-        asyncio.get_running_loop().add_reader(self._pidfd, self.exited, -1)
+        asyncio.get_running_loop().add_reader(self._pidfd, self.exited, -1, False)
 
     def _stop_watching(self) -> None:
         if self._pidfd is not None:

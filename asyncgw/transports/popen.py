@@ -30,6 +30,8 @@ __all__ = ["PopenTransport", "open_popen", "popen_argv", "start_process"]
 
 #: Seconds between SIGTERM and SIGKILL when killing.
 KILL_GRACE = 0.2
+#: Lines of the worker's stderr kept to tell why it ended.
+STDERR_LINES = 20
 #: Seconds to wait, once the worker's output ends, for its exit status
 #: (so the loss can be reported with it).
 EXIT_STATUS_WAIT = 0.5
@@ -134,6 +136,15 @@ class PopenTransport(Transport):
         tail = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace")[-2000:]
         status = "still running" if code is None else f"exit status {code}"
         return f"{status}; stderr: {tail.strip()!r}" if tail.strip() else status
+
+    def exit_status(self) -> int | None:
+        if not getattr(self._transport, "status_known", True):  # a forked worker's, unknown
+            return None
+        return self._transport.get_returncode()
+
+    def stderr_tail(self) -> list[str]:
+        text = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace")
+        return text.splitlines()[-STDERR_LINES:]
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._protocol.exited)

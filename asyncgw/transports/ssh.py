@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
+import signal
 import sys
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,17 @@ class SSHTransport(Transport):
             else f"on {self._target}"
         )
         return f"{text}; stderr: {tail!r}" if tail else text
+
+    def exit_status(self) -> int | None:
+        exit_signal = self._channel.get_exit_signal()
+        if exit_signal is not None:  # a name such as "KILL"
+            signum = getattr(signal, f"SIG{exit_signal[0]}", None)
+            return -int(signum) if signum is not None else None
+        return self._channel.get_exit_status()
+
+    def stderr_tail(self) -> list[str]:
+        text = self._session.stderr_tail.decode("utf-8", "replace")
+        return text.splitlines()[-20:]
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._session.closed)

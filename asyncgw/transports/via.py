@@ -186,6 +186,9 @@ class ViaTransport(Transport):
             return f"via {self._proxy_id!r}"
         return f"via {self._proxy_id!r}, exit status {self._status}"
 
+    def exit_status(self) -> int | None:
+        return self._status
+
     async def wait_closed(self) -> None:
         await self._ended.wait()
 
