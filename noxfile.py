@@ -101,3 +101,10 @@ def bench_fleet(session: nox.Session) -> None:
     parallel-ssh, fabric and asyncssh + gather (needs root, iproute2 and sshd)."""
     session.install("-e", ".[test]", "parallel-ssh", "fabric")
     session.run("python", "benchmarks/bench_fleet.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_objects(session: nox.Session) -> None:
+    """Remote object calls, chains and streams: asyncgw beside rpyc (classic) and Pyro5."""
+    session.install("-e", ".[bench]", "rpyc", "Pyro5")
+    session.run("python", "benchmarks/bench_objects.py", *session.posargs)
