@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Chain", "Proxy", "RemoteIterator", "object_service", "remote_object_count"]
 
 REF = "__asyncgw_ref__"
+_END = object()
+_PLAIN = frozenset({type(None), bool, int, float, str, bytes})
 #: Items fetched per round trip when iterating a remote generator.
 BATCH = 1000
 
@@ -86,23 +88,28 @@ class ObjectService:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._releases: list[int] = []
         self._loop = asyncio.get_running_loop()
-        self._reader = self._loop.create_task(self._read())
+        # A gateway lost: its router ends the channel; calls fail at once.
+        gateway.on_death(lambda death: self._end(GatewayLost(f"{gateway.id}: {death.cause}")))
         self.dead: BaseException | None = None
+        # Replies settle their futures straight from the channel, on the
+        # loop: no reader task between the frame and the waiting call.
+        self.channel.setcallback(self._reply, endmarker=_END)
 
-    async def _read(self) -> None:
-        try:
-            async for rid, status, value in self.channel:
-                future = self._pending.pop(rid, None)
-                if future is None or future.done():
-                    continue
-                if status == "ok":
-                    future.set_result(value)
-                else:
-                    name, message, text = value
-                    future.set_exception(RemoteError(text or f"{name}: {message}", name))
-            error: BaseException = GatewayLost(f"the object service of {self.gateway.id} ended")
-        except Exception as exc:
-            error = exc
+    def _reply(self, message: Any) -> None:
+        if message is _END:
+            self._end(GatewayLost(f"the object service of {self.gateway.id} ended"))
+            return
+        rid, status, value = message
+        future = self._pending.pop(rid, None)
+        if future is None or future.done():
+            return
+        if status == "ok":
+            future.set_result(value)
+        else:
+            name, text, formatted = value
+            future.set_exception(RemoteError(formatted or f"{name}: {text}", name))
+
+    def _end(self, error: BaseException) -> None:
         self.dead = error
         for future in self._pending.values():
             if not future.done():
@@ -157,6 +164,8 @@ class ObjectService:
 
 def _encode(value: Any) -> Any:
     """Arguments with proxies replaced by references."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, Proxy):
         return (REF, value._oid)
     if type(value) is tuple:
@@ -191,7 +200,16 @@ class Chain:
 
     async def _evaluate(self) -> Any:
         service = self._proxy._service
-        steps = [list(step) for step in self._path]
+        path = self._path
+        if len(path) == 2 and path[0][0] == "getattr" and path[1][0] == "call":
+            # The common case, a method call, in a flat message.
+            _, name = path[0]
+            _, args, kwargs = path[1]
+            payload = (
+                (self._proxy._oid, name, args, kwargs) if kwargs else (self._proxy._oid, name, args)
+            )
+            return service.wrap(await service.request("call", payload))
+        steps = [list(step) for step in path]
         return service.wrap(await service.request("eval", (self._proxy._oid, steps)))
 
     def __await__(self) -> Generator[Any, None, Any]:

@@ -11,6 +11,8 @@ Requests, each ``(rid, op, payload)``; a reply ``(rid, "ok", result)`` or
 - ``("create", (target, args, kwargs))``: ``target`` is ``("import",
   "pkg.mod:Name")`` or ``("source", text, name, filename)`` (the text padded to its line
   numbers in that file); the result is a reference;
+- ``("call", (oid, name, args[, kwargs]))``: a method call, the common
+  chain, flat;
 - ``("eval", (oid, path))``: from object ``oid``, apply each step of
   ``path`` — ``("getattr", name)``, ``("call", args, kwargs)``,
   ``("getitem", key)`` — in one go, awaiting what a step returns if it is
@@ -82,13 +84,15 @@ class Service:
         return oid
 
     def result(self, obj: Any) -> Tuple[Any, ...]:
-        if _is_value(obj):
+        if type(obj) in _PLAIN or _is_value(obj):
             return ("v", obj)
         kind = "i" if inspect.isgenerator(obj) or inspect.isasyncgen(obj) else "r"
         return (kind, self.keep(obj), type(obj).__name__)
 
     def resolve(self, value: Any) -> Any:
         """Arguments with references replaced by their objects."""
+        if type(value) in _PLAIN:
+            return value
         if type(value) is tuple:
             if len(value) == 2 and value[0] == REF:
                 return self.objects[value[1]]
@@ -128,7 +132,7 @@ class Service:
 
     def answer(self, rid: int, op: str, payload: Any) -> None:
         try:
-            reply = (rid, "ok", getattr(self, "op_" + op)(rid, payload))
+            reply = (rid, "ok", self.ops[op](self, rid, payload))  # type: ignore[attr-defined]
         except BaseException as exc:
             if isinstance(exc, concurrent.futures.CancelledError):
                 reply = (rid, "err", ("CancelledError", "cancelled remotely", ""))
@@ -159,10 +163,18 @@ class Service:
             self.running.pop(rid, None)
 
     def call(self, rid: int, function: Any, args: Any, kwargs: Any) -> Any:
-        result = function(*self.resolve(list(args)), **self.resolve(dict(kwargs)))
-        if inspect.isawaitable(result) and not inspect.isasyncgen(result):
+        args = [self.resolve(arg) for arg in args]
+        kwargs = {key: self.resolve(value) for key, value in kwargs.items()} if kwargs else {}
+        result = function(*args, **kwargs)
+        if type(result) not in _PLAIN and inspect.isawaitable(result):
             result = self.wait(rid, result)
         return result
+
+    def op_call(self, rid: int, payload: Any) -> Any:
+        """The common case, ``(oid, name, args[, kwargs])``: a method call."""
+        function = getattr(self.objects[payload[0]], payload[1])
+        kwargs = payload[3] if len(payload) > 3 else None
+        return self.result(self.call(rid, function, payload[2], kwargs))
 
     def op_create(self, rid: int, payload: Any) -> Any:
         target, args, kwargs = payload
@@ -236,6 +248,11 @@ class Service:
 
     def op_count(self, rid: int, payload: Any) -> Any:
         return len(self.objects)
+
+
+Service.ops = {  # type: ignore[attr-defined]
+    name[3:]: function for name, function in vars(Service).items() if name.startswith("op_")
+}
 
 
 def serve(channel: Any) -> None:
