@@ -28,3 +28,11 @@ def forwarded_imports(gateway: Gateway) -> list[str]:
 
 async def start_services(gateway: Gateway) -> None:
     """Start what ``gateway``'s spec and group ask for."""
+    from .imports import start_import_forwarding
+    from .logs import start_log_forwarding
+
+    if forwards_logs(gateway):
+        await start_log_forwarding(gateway)
+    names = forwarded_imports(gateway)
+    if names:
+        await start_import_forwarding(gateway, names)
