@@ -43,3 +43,13 @@ def test_fleet() -> None:
     assert "pulled 4 logs: job on node1: 100000 bytes" in out
     assert "failed hosts: node3" in out
     assert "push, work, pull" in out and "pull logs" in out
+
+
+def test_pipeline() -> None:
+    out = run("pipeline.py", "20")
+    assert "pipeline done: 20 items, sum 2470, complete: True" in out
+    assert "!! w2 died: killed by SIGKILL" in out
+    assert "-> w2 made again on the restarted interpreter, redoing 10" in out
+    for logger in ("asyncgw.remote.source.source", "asyncgw.remote.w1.worker"):
+        assert logger in out  # forwarded, with host and pid
+    assert "asyncgw.remote.w1.stdout" in out and "items so far" in out
