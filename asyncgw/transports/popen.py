@@ -114,6 +114,8 @@ class PopenTransport(Transport):
             _enlarge_pipe(transport.get_pipe_transport(fd))
 
     def write(self, data: bytes) -> None:
+        if self._stdin.is_closing():
+            return  # closed at termination (uvloop raises here): the end is reported anyway
         self._stdin.write(data)
 
     def stream_fd(self) -> int | None:
