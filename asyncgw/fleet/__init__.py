@@ -10,15 +10,8 @@ from __future__ import annotations
 from .actions import Action, Local, ParallelActions, Remote, SequentialActions, get_targets
 from .hosts import Host, default_connection_params, get_hosts_list
 from .nodeset import expand, fold
-from .process import (
-    STDERR,
-    STDOUT,
-    GatewayProcess,
-    LocalProcess,
-    Process,
-    SshProcess,
-    TransferProcess,
-)
+from .process import STDERR, STDOUT, LocalProcess, Process, TransferProcess
+from .remoteprocess import GatewayProcess, RelayedSshProcess, SshProcess
 from .report import Report
 from .substitution import remote_substitute
 from .transfers import Get, Put
@@ -35,6 +28,7 @@ __all__ = [
     "ParallelActions",
     "Process",
     "Put",
+    "RelayedSshProcess",
     "Remote",
     "Report",
     "SequentialActions",

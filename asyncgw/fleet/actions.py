@@ -28,14 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..transports import sshpool
 from .hosts import Host, get_hosts_list, resolve_params
-from .process import (
-    STDOUT,
-    GatewayProcess,
-    LocalProcess,
-    Process,
-    RelayedSshProcess,
-    SshProcess,
-)
+from .process import STDOUT, LocalProcess, Process
+from .remoteprocess import GatewayProcess, RelayedSshProcess, SshProcess
 from .report import merge_stats
 from .substitution import Namespace, Substitution, caller_namespace
 

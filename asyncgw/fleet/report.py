@@ -15,19 +15,6 @@ from typing import Any, Protocol
 
 __all__ = ["Report", "empty_stats", "format_seconds", "format_unixts", "merge_stats"]
 
-_COUNTS = (
-    "num_processes",
-    "num_started",
-    "num_ended",
-    "num_errors",
-    "num_timeouts",
-    "num_forced_kills",
-    "num_non_zero_exit_codes",
-    "num_ok",
-    "num_finished_ok",
-)
-
-
 #: The report's count columns, and their titles in both layouts.
 _COLUMNS = (
     "num_started",
@@ -41,6 +28,8 @@ _COLUMNS = (
 )
 _TITLES = ("started", "ended", "error", "timeout", "fkilled", "ret!=0", "ok", "total")
 _WIDE_TITLES = ("started", "ended", "errors", "timeouts", "f.killed", "badretval", "ok", "total")
+#: Every count of the statistics: the columns, and the finished-ok count.
+_COUNTS = (*_COLUMNS, "num_finished_ok")
 
 
 class HasStats(Protocol):
