@@ -9,7 +9,9 @@ import asyncgw
 project = "asyncgw"
 author = "the asyncgw developers"
 release = asyncgw.__version__
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx"]
+# myst_parser: SECURITY.md and CHANGELOG.md are included as they are (security.rst,
+# changelog.rst).
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.intersphinx", "myst_parser"]
 intersphinx_mapping = {
     "python": ("https://docs.python.org/3", None),
     "asyncssh": ("https://asyncssh.readthedocs.io/en/latest", None),
@@ -23,5 +25,13 @@ autodoc_typehints = "description"
 nitpicky = False
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
+html_theme_options = {
+    "description": "asyncio-native remote execution",
+    "page_width": "1100px",
+    "sidebar_width": "230px",
+    "fixed_sidebar": True,
+}
+# The whole table of contents in the sidebar, on every page.
+html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
 # asyncgw.Group and asyncgw.sync.Group share a name on purpose (execnet names).
 suppress_warnings = ["ref.python"]
