@@ -190,6 +190,7 @@ class Channel:
 
     @property
     def gateway(self) -> Gateway:
+        """The gateway this channel belongs to."""
         from .sync import _gateway_facade  # late: sync builds on this module
 
         return _gateway_facade(self._channel.gateway)
@@ -224,6 +225,8 @@ class Channel:
         return self
 
     def __next__(self) -> Any:
+        """The next value (:meth:`receive`); ``StopIteration`` once the
+        channel is closed (execnet's ``next``)."""
         try:
             return self.receive()
         except ChannelClosed:
@@ -262,6 +265,7 @@ class Channel:
         self._channel.close(error)
 
     def isclosed(self) -> bool:
+        """Whether the channel is closed (no more values will arrive)."""
         return self._channel.isclosed()
 
     def _getremoteerror(self) -> Exception | None:
@@ -376,10 +380,16 @@ class MultiChannel(_channel.ChannelList[Channel]):
     """Several channels used as one."""
 
     def send_each(self, item: object) -> None:
+        """Send ``item`` on every channel."""
         for channel in self._channels:
             channel.send(item)
 
     def receive_each(self, withchannel: bool = False) -> list[Any]:
+        """One value from each channel, in order (``(channel, value)``
+        pairs with ``withchannel``).
+
+        :raises RemoteError: if a channel's remote code failed.
+        """
         if withchannel:
             return [(channel, channel.receive()) for channel in self._channels]
         return [channel.receive() for channel in self._channels]

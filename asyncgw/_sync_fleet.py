@@ -54,17 +54,24 @@ class Action:
         return repr(self._action)
 
     # execo's state, read as it is
-    name = property(lambda self: self._action.name)
-    processes = property(lambda self: self._action.processes)
-    started = property(lambda self: self._action.started)
-    ended = property(lambda self: self._action.ended)
-    ok = property(lambda self: self._action.ok)
-    finished_ok = property(lambda self: self._action.finished_ok)
+    name = property(lambda self: self._action.name, doc="The action's name (for reports).")
+    processes = property(
+        lambda self: self._action.processes,
+        doc="Its processes (:attr:`asyncgw.fleet.Action.processes`).",
+    )
+    started = property(lambda self: self._action.started, doc="Whether any process has started.")
+    ended = property(lambda self: self._action.ended, doc="Whether every process has ended.")
+    ok = property(lambda self: self._action.ok, doc="execo's ``ok``: no process has failed so far.")
+    finished_ok = property(
+        lambda self: self._action.finished_ok, doc="Whether every process has ended, and ended ok."
+    )
 
     def stats(self) -> dict[str, Any]:
+        """execo's statistics (see :meth:`asyncgw.fleet.Report.stats`)."""
         return self._action.stats()
 
     def reports(self) -> list[Any]:
+        """Sub-reports for :class:`~asyncgw.fleet.Report`."""
         return self._action.reports()
 
     def start(self) -> Action:
@@ -87,10 +94,12 @@ class Action:
         return self.start().wait(timeout)
 
     def kill(self) -> Action:
+        """Stop every running process and wait for their ends."""
         run_blocking(self._action.kill)
         return self
 
     def reset(self) -> Action:
+        """Forget the last run, to run again."""
         self._action.reset()
         return self
 

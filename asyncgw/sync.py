@@ -126,12 +126,17 @@ class Gateway:
         return present(_run_sync(self._gateway.remote_exec, source, **kwargs))
 
     def newchannel(self) -> Channel:
+        """A new channel, to send to remote code as a value."""
         return present(_run_sync(self._gateway.newchannel))
 
     def remote_status(self) -> types.SimpleNamespace:
+        """``numchannels``, ``numexecuting`` and ``execmodel`` of the worker
+        (see :meth:`asyncgw.Gateway.remote_status`)."""
         return _run(self._gateway.remote_status)  # type: ignore[no-any-return]
 
     def remote_info(self) -> types.SimpleNamespace:
+        """``executable``, ``version_info``, ``platform``, ``cwd`` and
+        ``pid`` of the remote interpreter."""
         return _run(self._gateway.remote_info)  # type: ignore[no-any-return]
 
     def _rinfo(self, update: bool = False) -> types.SimpleNamespace:
@@ -142,6 +147,11 @@ class Gateway:
         return self._cache_rinfo
 
     def call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a self-contained ``function(*args, **kwargs)`` remotely and
+        return its result (see :meth:`asyncgw.Gateway.call`).
+
+        :raises RemoteError: if it raised.
+        """
         return _run(self._gateway.call, function, *args, **kwargs)
 
     def create(self, target: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -170,6 +180,7 @@ class Gateway:
         )
 
     def hasreceiver(self) -> bool:
+        """Whether the gateway is still connected (execnet's name)."""
         return self._gateway.is_alive
 
     def exit(self, timeout: float | None = None) -> None:
@@ -300,6 +311,7 @@ class Group:
 
     @property
     def defaultspec(self) -> str:
+        """The spec of :meth:`makegateway` without one (``popen``)."""
         return self._group.defaultspec
 
     @defaultspec.setter
@@ -330,6 +342,7 @@ class Group:
         self.terminate(self._group.exit_timeout)
 
     def allocate_id(self, spec: XSpec) -> None:
+        """Give ``spec`` the next free ``gwN`` id if it has none."""
         self._group.allocate_id(spec)
 
     def _sync_options(self) -> None:
@@ -370,6 +383,7 @@ class Group:
         return [Gateway(gateway, self) for gateway in _run(self._group.makegateways, list(specs))]
 
     def remote_exec(self, source: Any, **kwargs: Any) -> MultiChannel:
+        """Start ``source`` on every member; their channels as one."""
         return MultiChannel(gateway.remote_exec(source, **kwargs) for gateway in self)
 
     def terminate(self, timeout: float | None = None) -> None:

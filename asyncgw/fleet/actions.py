@@ -130,6 +130,7 @@ class Action:
 
     @property
     def processes(self) -> list[Process]:
+        """The processes of this action, one per host (or per command)."""
         return list(self._own)
 
     def _keep(self, slot: sshpool.Slot) -> None:
@@ -142,21 +143,26 @@ class Action:
 
     @property
     def started(self) -> bool:
+        """Whether any of its processes has started."""
         return any(process.started for process in self.processes)
 
     @property
     def ended(self) -> bool:
+        """Whether every one of its processes has ended."""
         return all(process.ended for process in self.processes)
 
     @property
     def ok(self) -> bool:
+        """execo's ``ok``: no process has failed so far (see :attr:`Process.ok`)."""
         return all(process.ok for process in self.processes)
 
     @property
     def finished_ok(self) -> bool:
+        """Whether every process has ended, and ended ok."""
         return all(process.finished_ok for process in self.processes)
 
     def stats(self) -> dict[str, Any]:
+        """execo's statistics, summed over the processes (see :class:`Report`)."""
         return merge_stats(self.name, (process.stats() for process in self.processes))
 
     def reports(self) -> list[Any]:

@@ -149,6 +149,7 @@ class Process:
 
     @property
     def running(self) -> bool:
+        """Started and not yet ended."""
         return self.started and not self.ended
 
     @property
@@ -167,6 +168,7 @@ class Process:
 
     @property
     def finished_ok(self) -> bool:
+        """Ended, and :attr:`ok`."""
         return self.started and self.ended and self.ok
 
     def stats(self) -> dict[str, Any]:
@@ -374,6 +376,8 @@ class Process:
         return queue
 
     def unlisten(self, queue: asyncio.Queue[tuple[Process, str, str] | None]) -> None:
+        """Stop sending lines to ``queue`` (given by :meth:`listen`); no
+        error if it gets none."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(queue)
 

@@ -104,6 +104,10 @@ class Report:
         )
 
     def stats(self) -> dict[str, Any]:
+        """execo's statistics, summed over what the report covers: its
+        name, the first start and last end dates, and the counts of
+        processes started, ended, failed, timed out, killed, with a nonzero
+        exit status, ok, and in all."""
         return merge_stats(self.name, (report.stats() for report in self._reports))
 
     def __repr__(self) -> str:

@@ -177,11 +177,15 @@ class DeathWatch:
             router.lost_callbacks.append(self._on_lost)
 
     def add_callback(self, callback: Callable[[Death], object]) -> None:
+        """Call ``callback(death)`` on the loop once the gateway has ended
+        (soon, if it already has); an exception there is logged."""
         self._callbacks.append(callback)
         if self.death is not None:  # already reported: this one is called alone
             asyncio.get_running_loop().call_soon(_call_all, [callback], self.death)
 
     async def wait(self) -> Death:
+        """Wait until the gateway has ended; how it did. Cancelling the
+        wait leaves the watch as it is."""
         if self.death is not None:
             return self.death
         if self._future is None:

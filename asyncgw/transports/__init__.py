@@ -42,6 +42,8 @@ async def open_ssh(
     return await open_ssh(spec, sink, bootstrap, context)
 
 
+#: The built-in transports: a spec's transport key to the factory that
+#: opens it (plug-ins come from :data:`ENTRY_POINT_GROUP`, never here).
 FACTORIES: dict[str, TransportFactory] = {
     "popen": open_popen,
     "cmd": open_cmd,
@@ -54,6 +56,8 @@ FACTORIES: dict[str, TransportFactory] = {
 }
 
 
+#: The entry-point group plug-in transports register in: the entry
+#: point's name is the spec key, its object a :class:`TransportFactory`.
 ENTRY_POINT_GROUP = "asyncgw.transports"
 
 

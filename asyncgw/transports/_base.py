@@ -31,14 +31,18 @@ class OpenContext:
 class StreamSink(Protocol):
     """What a transport feeds. Called on the event loop thread only."""
 
-    def data_received(self, data: bytes) -> None: ...
+    def data_received(self, data: bytes) -> None:
+        """Bytes read from the remote interpreter, in order."""
 
     def connection_lost(self, reason: str) -> None:
         """The stream ended; ``reason`` says how, for error messages."""
 
-    def pause_writing(self) -> None: ...
+    def pause_writing(self) -> None:
+        """The transport's write buffer is full: stop writing until
+        :meth:`resume_writing`."""
 
-    def resume_writing(self) -> None: ...
+    def resume_writing(self) -> None:
+        """The write buffer has drained: writing may go on."""
 
 
 class Transport(abc.ABC):
