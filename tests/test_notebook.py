@@ -7,6 +7,8 @@ from pathlib import Path
 import nbclient
 import nbformat
 
+from tests.test_examples import check_stored
+
 NOTEBOOK = Path(__file__).parent.parent / "examples" / "jupyter.ipynb"
 
 
@@ -17,6 +19,26 @@ def _outputs(notebook: object) -> str:
             assert output["output_type"] != "error", output
             text.append(output.get("text", ""))
     return "".join(text)
+
+
+def _commented(text: str) -> str:
+    return "\n".join(f"# {line}".rstrip() for line in text.splitlines())
+
+
+def transcript(notebook: object) -> str:
+    """The cells and their outputs as a percent-format script: what the
+    docs show of the notebook (``docs/examples/jupyter.txt``)."""
+    parts = []
+    for cell in notebook.cells:  # type: ignore[attr-defined]
+        if cell.cell_type == "markdown":
+            parts.append(f"# %% [markdown]\n{_commented(cell.source)}")
+        elif cell.cell_type == "code":
+            out = "".join(
+                output.get("text", "") or output.get("data", {}).get("text/plain", "")
+                for output in cell.get("outputs", [])
+            )
+            parts.append(f"# %%\n{cell.source}" + (f"\n# Out:\n{_commented(out)}" if out else ""))
+    return "\n\n".join(parts) + "\n"
 
 
 def test_notebook_runs_async_and_sync_apis() -> None:
@@ -30,3 +52,6 @@ def test_notebook_runs_async_and_sync_apis() -> None:
     assert "sync ids: ['gw0', 'gw1']" in out
     assert "squares: [0, 1, 4, 9, 16]" in out
     assert out.rstrip().endswith("<Group []>")
+    check_stored(
+        "jupyter.txt", "# examples/jupyter.ipynb, run by a Jupyter kernel", transcript(notebook)
+    )
