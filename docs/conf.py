@@ -33,5 +33,8 @@ html_theme_options = {
 }
 # The whole table of contents in the sidebar, on every page.
 html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
+# _static/custom.css (which alabaster links on every page): wide tables and
+# outputs scroll, the benchmark tables in a smaller font.
+html_static_path = ["_static"]
 # asyncgw.Group and asyncgw.sync.Group share a name on purpose (execnet names).
 suppress_warnings = ["ref.python"]
