@@ -40,7 +40,14 @@ _package({package!r} + '.remote')
 """
 
 #: The modules a worker is made of, in import order (paths in the package).
-WORKER_MODULES = ("_wire", "remote/execmodel", "remote/channel", "remote/alias", "remote/worker")
+WORKER_MODULES = (
+    "_wire",
+    "remote/execmodel",
+    "remote/channel",
+    "remote/alias",
+    "remote/reading",
+    "remote/worker",
+)
 
 
 @functools.cache

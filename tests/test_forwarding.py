@@ -368,6 +368,11 @@ def local_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "fwpkg" / "sub.py").write_text(
         "def double(x):\n    return 2 * x\n\n\ndef boom():\n    raise ValueError('boom in sub')\n"
     )
+    (root / "fwpkg" / "things.py").write_text(
+        "class Doubler:\n    def run(self, x):\n        from fwpkg.more import double\n"
+        "        return double(x)\n"
+    )
+    (root / "fwpkg" / "more.py").write_text("from fwpkg.sub import double\n")
     (root / "fwext").mkdir()
     (root / "fwext" / "__init__.py").write_text("")
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
@@ -408,6 +413,17 @@ async def test_import_of_a_package_only_the_caller_has(local_packages: Path) -> 
         assert "raise ValueError('boom in sub')" in formatted  # the source line
         assert formatted.rstrip().endswith("ValueError: boom in sub")
         assert server.requested == server.served == ["fwpkg", "fwpkg.sub"]
+
+
+async def test_remote_objects_of_a_forwarded_package(local_packages: Path) -> None:
+    # The object's module, and one its method imports, are fetched while
+    # the request is being served on the worker's reader thread.
+    async with asyncgw.Group(forward_imports=["fwpkg"]) as group:
+        gw = await group.makegateway(f"popen//chdir={local_packages / 'remote'}")
+        async with asyncio.timeout(20):
+            doubler = await gw.create("fwpkg.things:Doubler")
+            assert await doubler.run(21) == 42
+        assert import_server(gw).served == ["fwpkg", "fwpkg.sub", "fwpkg.things", "fwpkg.more"]
 
 
 async def test_refused_imports_and_names_never_asked(local_packages: Path) -> None:

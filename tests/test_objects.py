@@ -29,6 +29,7 @@ class Counter:
         self.lock = threading.Lock()
         self.owner = {"name": "ann", "tags": ["a", "b"]}
         self.cancelled = False
+        self.gates: dict[str, threading.Event] = {}
 
     def add(self, n: int) -> int:
         with self.lock:
@@ -60,6 +61,27 @@ class Counter:
     def take(self, other: Counter) -> int:
         return other.value
 
+    def wait_for(self, name: str) -> str:
+        """Blocks this call's thread until ``open_gate(name)``."""
+        import threading
+
+        gate = self.gates.setdefault(name, threading.Event())
+        gate.wait(60)
+        return name
+
+    def open_gate(self, name: str) -> None:
+        import threading
+
+        self.gates.setdefault(name, threading.Event()).set()
+
+    def blob(self, size: int) -> bytes:
+        return bytes(size)
+
+    def threads(self) -> int:
+        import threading
+
+        return threading.active_count()
+
 
 @pytest.fixture
 async def gw() -> AsyncIterator[asyncgw.Gateway]:
@@ -79,6 +101,35 @@ async def test_calls_and_reads_from_two_tasks(gw: asyncgw.Gateway) -> None:
     await asyncio.gather(add_many(), add_many())
     assert await counter.value == 110
     assert await counter.add(5) == 115
+
+
+async def test_a_blocked_call_holds_up_no_other_call_or_channel(gw: asyncgw.Gateway) -> None:
+    # Requests are answered on the worker's reader; one that blocks has the
+    # reading taken over, so the rest of the gateway goes on meanwhile.
+    counter = await gw.create(Counter)
+    blocked = [asyncio.ensure_future(counter.wait_for(f"g{i}")) for i in range(8)]
+    async with asyncio.timeout(20):
+        assert await counter.add(1) == 1
+        echo = gw.remote_exec("channel.send(channel.receive())")
+        await echo.send("through")
+        assert await echo.receive() == "through"
+        assert not any(call.done() for call in blocked)
+        threads = await counter.threads()
+        for i in range(8):
+            await counter.open_gate(f"g{i}")
+        assert await asyncio.gather(*blocked) == [f"g{i}" for i in range(8)]
+    # One reader per blocked call, at most, plus the first and the watchdog.
+    assert threads <= 8 + 4
+
+
+async def test_replies_waiting_for_window_do_not_stall_the_reader(gw: asyncgw.Gateway) -> None:
+    # Four 5 MiB replies overflow the 8 MiB window: a reply waits, inline
+    # on the reader, for an acknowledgement that only a reader can read.
+    counter = await gw.create(Counter)
+    size = 5 * 1024 * 1024
+    async with asyncio.timeout(30):
+        blobs = await asyncio.gather(*(counter.blob(size) for _ in range(4)))
+    assert [len(blob) for blob in blobs] == [size] * 4
 
 
 async def test_a_method_returns_a_proxy_which_goes_back_as_an_argument(

@@ -103,6 +103,7 @@ class Channel:
         self._callback: Callable[[Any], None] | None = None
         self._endmarker: object = _NO_ENDMARKER
         self._callback_failed = False
+        self._served = False  # values are requests, handled inline (_serve)
         self._executing = False  # remote code runs for this channel
         self._wakeups: list[Callable[[], None]] = []  # async waiters
 
@@ -122,7 +123,10 @@ class Channel:
         except LoadError as exc:
             item = (_Undecodable(exc), len(payload))
         if self._callback is not None:
-            self._call_back(item)
+            if self._served:
+                self._worker.reading.run_inline(self._call_back, item)
+            else:
+                self._call_back(item)
             return
         self._items.append(item)
         # A receiver counts itself under the lock before it looks at _items,
@@ -279,6 +283,15 @@ class Channel:
             self._call_back(item)
         if closed and endmarker is not _NO_ENDMARKER:
             self._call_back(endmarker, encoded=False)
+
+    def _serve(self, callback: Callable[[Any], None], endmarker: object = _NO_ENDMARKER) -> None:
+        """As :meth:`setcallback`, for a service: the reader itself runs
+        ``callback`` for each request, so a quick one costs no thread
+        switch; one that runs long has the reading taken over by another
+        thread (see ``reading``), so requests may then be handled at the
+        same time, and the callback must be thread-safe."""
+        self._served = True
+        self.setcallback(callback, endmarker)
 
     def close(self, error: str | None = None) -> None:
         """Tell the other side no more values come; ``error`` marks a failure.

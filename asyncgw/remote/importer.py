@@ -42,14 +42,16 @@ TIMEOUT = 60.0
 class ImportClient:
     """Asks the caller for modules, one request at a time."""
 
-    def __init__(self, channel: Any, reader: int | None) -> None:
+    def __init__(self, channel: Any) -> None:
         self.channel = channel
-        self.reader = reader  # the worker's reader thread: it must never wait here
+        self.reading = channel._worker.reading  # the worker's reading duty (remote.reading)
         self.lock = threading.Lock()
         self.next_id = 0
 
     def request(self, fullname: str) -> tuple[Any, ...]:
-        if threading.get_ident() == self.reader:
+        # The answer comes through the reader: a served request (an object's
+        # method) hands the reading over first; a plain callback cannot.
+        if not self.reading.step_aside():
             raise ImportError(
                 "%s cannot be fetched from the caller from a channel callback "
                 "(the worker's reader thread would wait for itself)" % fullname,
@@ -142,22 +144,12 @@ class ForwardedImportFinder:
         return spec
 
 
-def _reader_thread(channel: Any) -> int | None:
-    """The ident of the worker's reader thread (see ``remote.worker``)."""
-    if getattr(channel.gateway.execmodel, "backend", "thread") == "main_thread_only":
-        for thread in threading.enumerate():
-            if thread.name == "asyncgw-reader":
-                return thread.ident
-        return None
-    return threading.main_thread().ident
-
-
 def install(channel: Any) -> None:
     options = channel.receive()
     shadow = list(options.get("shadow") or ())
     names = [name for name in options["names"] if name not in shadow]
     requests = channel.gateway.newchannel()
-    client = ImportClient(requests, _reader_thread(channel))
+    client = ImportClient(requests)
     # Replace the finders of an earlier install (a class of its own).
     sys.meta_path[:] = [f for f in sys.meta_path if type(f).__name__ != "ForwardedImportFinder"]
     if shadow:

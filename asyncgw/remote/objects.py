@@ -28,8 +28,8 @@ Requests, each ``(rid, op, payload)``; a reply ``(rid, "ok", result)`` or
 Results: ``("v", value)`` for values the wire carries (checked deeply),
 ``("r", oid, type name)`` for anything else, ``("i", iid, type name)``
 for generators and async generators. Arguments may hold references as
-``("__asyncgw_ref__", oid)``. Each request is answered by the thread that
-took it from the channel (see :class:`Service`); coroutines run on the
+``("__asyncgw_ref__", oid)``. Each request is answered by the worker's
+reader itself, inline (see :class:`Service`); coroutines run on the
 service's event loop, where a ``cancel`` cancels them.
 """
 
@@ -44,8 +44,7 @@ import traceback
 from typing import Any, Tuple
 
 REF = "__asyncgw_ref__"
-#: Threads a service may run at once (each taking and answering requests).
-MAX_THREADS = 32
+_END = object()  # the channel's endmarker: the caller closed the service
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 
@@ -62,21 +61,22 @@ def _is_value(obj: Any, depth: int = 0) -> bool:
 
 
 class Service:
-    """Serves requests from threads that each take one from the channel
-    and answer it themselves: no hand-off between receiving and running.
-    A thread that finds no other idle starts another (up to
-    :data:`MAX_THREADS`), so a slow call holds up no other. Coroutines run
-    on one event loop thread of the service's own, started when needed."""
+    """Serves requests on the worker's reader thread, as they arrive
+    (``channel._serve``): a quick call costs no thread switch. A request
+    that runs long has the reading handed to another thread, so a slow
+    call holds up no other, and requests may then run at once: what is
+    shared here is either GIL-atomic (the table, the id counter) or
+    locked. Coroutines run on one event loop thread of the service's own,
+    started when needed."""
 
     def __init__(self, channel: Any) -> None:
         self.channel = channel
         self.objects = {}  # type: dict[int, Any]
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
-        self.idle = 0
-        self.threads = 1
         self.running = {}  # type: dict[int, Any]
         self.loop = None  # type: Any
+        self.ended = threading.Event()
 
     def keep(self, obj: Any) -> int:
         oid = next(self.ids)
@@ -103,32 +103,20 @@ class Service:
             return {key: self.resolve(item) for key, item in value.items()}
         return value
 
-    def work(self) -> None:
-        """Take requests and answer them until the channel ends."""
-        while True:
-            with self.lock:
-                self.idle += 1
-            try:
-                request = self.channel.receive()
-            except Exception:  # EOFError: the caller closed the service
-                return
-            finally:
-                with self.lock:
-                    self.idle -= 1
-                    more = self.idle == 0 and self.threads < MAX_THREADS
-                    if more:
-                        self.threads += 1
-            if more:
-                threading.Thread(target=self.work, daemon=True).start()
-            rid, op, payload = request
-            if op == "release" and not rid:
-                self.op_release(rid, payload)
-            elif op == "cancel":
-                future = self.running.get(payload)
-                if future is not None:
-                    future.cancel()
-            else:
-                self.answer(rid, op, payload)
+    def handle(self, request: Any) -> None:
+        """Answer one request (called for each, by the channel)."""
+        if request is _END:
+            self.ended.set()
+            return
+        rid, op, payload = request
+        if op == "release" and not rid:
+            self.op_release(rid, payload)
+        elif op == "cancel":
+            future = self.running.get(payload)
+            if future is not None:
+                future.cancel()
+        else:
+            self.answer(rid, op, payload)
 
     def answer(self, rid: int, op: str, payload: Any) -> None:
         try:
@@ -256,4 +244,7 @@ Service.ops = {  # type: ignore[attr-defined]
 
 
 def serve(channel: Any) -> None:
-    Service(channel).work()
+    """Serve requests until the caller closes the channel."""
+    service = Service(channel)
+    channel._serve(service.handle, _END)
+    service.ended.wait()

@@ -5,11 +5,15 @@ Shipped as source with ``_wire`` and the rest of ``remote`` (see
 imports asyncio only when async remote code runs, because importing
 asyncio costs several interpreter starts.
 
-Threads: one reader (the main thread, or a helper thread under the
-``main_thread_only`` model) owns the input stream and dispatches frames;
-each piece of sync remote code runs in a thread of its own and writes its
-frames itself under a lock, so no hop stands between remote code and the
-stream. Async remote code runs on one lazily started event-loop thread.
+Threads: one reader at a time (at first the main thread, or a helper
+thread under the ``main_thread_only`` model) owns the input stream and
+dispatches frames; each piece of sync remote code runs in a thread of its
+own and writes its frames itself under a lock, so no hop stands between
+remote code and the stream. Async remote code runs on one lazily started
+event-loop thread. A service channel (``Channel._serve``) has its values
+handled by the reader itself, inline, so a quick request costs no thread
+switch; when one takes longer than :data:`TAKEOVER_AFTER`, a watchdog
+hands the reading to another thread (see :class:`_ReadingDuty`).
 
 Invariants: the protocol streams are private descriptors — fd 0 reads
 /dev/null and fd 1 is stderr (/dev/null for execnet's code) — so
@@ -49,6 +53,7 @@ from .._wire import (
 from .alias import install_execnet_alias
 from .channel import AsyncChannel, Channel, GatewayHandle, format_exception
 from .execmodel import MAIN_THREAD_ONLY_DEADLOCK_TEXT
+from .reading import ReadingDuty
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,6 +70,13 @@ READ_SIZE = 256 * 1024
 MAIN_THREAD_WAIT = 1.0
 #: Seconds interrupted code has to end before a terminating worker leaves.
 INTERRUPT_WAIT = 2.0
+#: Seconds the reader may spend on one piece of inline work (a served
+#: request) before another thread takes over the reading: well above a
+#: quick call, which then pays for no thread switch, and short enough that
+#: a slow one holds up the other channels only briefly.
+TAKEOVER_AFTER = 0.002
+#: Watchdog polls without inline work after which it sleeps until the next.
+WATCH_QUIET_POLLS = 50
 
 
 class _ThreadPool:
@@ -128,6 +140,9 @@ class Worker:
         self._threads = _ThreadPool()
         self._compiled: dict[tuple[str, str], Any] = {}
         self._main_wake = threading.Condition(threading.Lock())
+        self._decoder = FrameDecoder(self.max_frame)
+        self._frames: deque[tuple[int, int, bytes]] = deque()  # read, not yet dispatched
+        self.reading = ReadingDuty(self._read_on_duty, TAKEOVER_AFTER, WATCH_QUIET_POLLS)
 
     # -- output
 
@@ -214,20 +229,26 @@ class Worker:
     # -- input
 
     def read_loop(self) -> None:
-        decoder = FrameDecoder(self.max_frame)
-        rfd = self.rfd
+        """Read and dispatch frames for as long as the worker lives (this
+        thread, or whichever takes the reading duty over from it)."""
+        self.reading.serve()
+
+    def _read_on_duty(self, generation: int) -> None:
+        frames = self._frames
+        reading = self.reading
         dispatch = self._dispatch
-        while True:
-            data = os.read(rfd, READ_SIZE)
+        while reading.generation == generation:
+            if frames:
+                dispatch(*frames.popleft())
+                continue
+            data = os.read(self.rfd, READ_SIZE)
             if not data:
                 _exit(0)  # the local side is gone: leave no orphan behind
             try:
-                frames = decoder.feed(data)
+                frames.extend(self._decoder.feed(data))
             except ProtocolError as exc:
                 sys.stderr.write("asyncgw worker: %s; exiting\n" % exc)
                 _exit(3)
-            for msgtype, ident, payload in frames:
-                dispatch(msgtype, ident, payload)
 
     def _dispatch(self, msgtype: int, ident: int, payload: bytes) -> None:
         if msgtype == DATA:
