@@ -8,6 +8,7 @@ import asyncgw
 
 project = "asyncgw"
 author = "the asyncgw developers"
+copyright = "the asyncgw developers"
 release = asyncgw.__version__
 # myst_parser: SECURITY.md and CHANGELOG.md are included as they are (security.rst,
 # changelog.rst).
@@ -27,10 +28,11 @@ exclude_patterns = ["_build"]
 html_theme = "alabaster"
 html_theme_options = {
     "description": "asyncio-native remote execution",
-    "page_width": "1100px",
+    "page_width": "1180px",
     "sidebar_width": "230px",
     "fixed_sidebar": True,
 }
+html_static_path = ["_static"]  # custom.css, which alabaster links on every page
 # The whole table of contents in the sidebar, on every page.
 html_sidebars = {"**": ["about.html", "navigation.html", "relations.html", "searchbox.html"]}
 # _static/custom.css (which alabaster links on every page): wide tables and
