@@ -68,10 +68,10 @@ class Chain:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         chain = self._chain(*_unwrap(args), **_unwrap(kwargs))
-        return present_result(run_blocking(chain._evaluate))
+        return present_result(chain._evaluate_blocking())
 
     def __iter__(self) -> Iterator[Any]:
-        result = present_result(run_blocking(self._chain._evaluate))
+        result = present_result(self._chain._evaluate_blocking())
         if not isinstance(result, RemoteIterator):
             raise TypeError(f"{self._chain!r} is not a remote generator")
         return iter(result)
@@ -86,7 +86,7 @@ def fetch(chain: Chain | Proxy) -> Any:
         return chain
     if not isinstance(chain, Chain):
         raise TypeError(f"fetch() takes a chain from a proxy, not {type(chain).__name__}")
-    return present_result(run_blocking(chain._chain._evaluate))
+    return present_result(chain._chain._evaluate_blocking())
 
 
 class Proxy:
@@ -107,7 +107,7 @@ class Proxy:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         chain = self._proxy(*_unwrap(args), **_unwrap(kwargs))
-        return present_result(run_blocking(chain._evaluate))
+        return present_result(chain._evaluate_blocking())
 
     def __repr__(self) -> str:
         return repr(self._proxy)

@@ -32,6 +32,7 @@ proxies (:mod:`asyncgw.sync`) from several threads.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import itertools
@@ -85,7 +86,9 @@ class ObjectService:
         source = module_source("remote/objects") + "\nserve(channel)\n"
         self.channel: Channel = gateway.remote_exec(source)
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        # Awaited by tasks (asyncio futures) or by threads of the blocking
+        # facade (concurrent futures); settled alike, on the loop.
+        self._pending: dict[int, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
         self._releases: list[int] = []
         self._loop = asyncio.get_running_loop()
         # A gateway lost: its router ends the channel; calls fail at once.
@@ -111,7 +114,7 @@ class ObjectService:
 
     def _end(self, error: BaseException) -> None:
         self.dead = error
-        for future in self._pending.values():
+        for future in list(self._pending.values()):
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
@@ -131,6 +134,34 @@ class ObjectService:
             self._pending.pop(rid, None)
             if self.dead is None:
                 self._loop.create_task(self._send_quietly((0, "cancel", rid)))
+            raise
+
+    def request_blocking(self, op: str, payload: Any) -> Any:
+        """:meth:`request` for a thread other than the loop's (the blocking
+        facade): the request is written from this thread when the router
+        can, and the reply wakes this thread straight from the channel's
+        callback, with no task and no hop through the loop for the call.
+        An interrupted wait sends a cancel, as a cancelled request does."""
+        if asyncio._get_running_loop() is self._loop:
+            raise RuntimeError("a blocking remote call cannot run on its own event loop")
+        rid = next(self._ids)
+        waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._pending[rid] = waiter
+        sent = False
+        try:
+            if self.dead is not None:  # _end sets it before settling what is pending
+                raise self.dead
+            encoded = self.channel.encode((rid, op, payload))
+            if not self.channel.send_from_thread(encoded):
+                coroutine = self.channel.send_encoded(encoded)
+                asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+            sent = True
+            return waiter.result()
+        except BaseException:
+            self._pending.pop(rid, None)
+            if sent and not waiter.done() and self.dead is None:
+                cancel = self._send_quietly((0, "cancel", rid))
+                asyncio.run_coroutine_threadsafe(cancel, self._loop)
             raise
 
     async def _send_quietly(self, message: Any) -> None:
@@ -198,19 +229,25 @@ class Chain:
     def __call__(self, *args: Any, **kwargs: Any) -> Chain:
         return Chain(self._proxy, (*self._path, ("call", _encode(args), _encode(kwargs))))
 
-    async def _evaluate(self) -> Any:
-        service = self._proxy._service
+    def _message(self) -> tuple[str, Any]:
+        """The request that evaluates this chain."""
         path = self._path
         if len(path) == 2 and path[0][0] == "getattr" and path[1][0] == "call":
             # The common case, a method call, in a flat message.
             _, name = path[0]
             _, args, kwargs = path[1]
-            payload = (
-                (self._proxy._oid, name, args, kwargs) if kwargs else (self._proxy._oid, name, args)
-            )
-            return service.wrap(await service.request("call", payload))
-        steps = [list(step) for step in path]
-        return service.wrap(await service.request("eval", (self._proxy._oid, steps)))
+            oid = self._proxy._oid
+            return "call", ((oid, name, args, kwargs) if kwargs else (oid, name, args))
+        return "eval", (self._proxy._oid, [list(step) for step in path])
+
+    async def _evaluate(self) -> Any:
+        service = self._proxy._service
+        return service.wrap(await service.request(*self._message()))
+
+    def _evaluate_blocking(self) -> Any:
+        """Evaluate from a thread other than the loop's, blocking."""
+        service = self._proxy._service
+        return service.wrap(service.request_blocking(*self._message()))
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._evaluate().__await__()
