@@ -128,6 +128,9 @@ class ObjectService:
         future = self._loop.create_future()
         self._pending[rid] = future
         await self.channel.send((rid, op, payload))
+        # About to wait for the reply: write the request now rather than one
+        # loop iteration later (as a channel's receive does).
+        self.channel.flush()
         try:
             return await future
         except asyncio.CancelledError:
