@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ._bootstrap import bootstrap_payload
@@ -35,6 +36,9 @@ log = logging.getLogger("asyncgw")
 
 #: Seconds a new interpreter has to greet us unless the spec says otherwise.
 DEFAULT_CONNECT_TIMEOUT = 60.0
+#: Seconds an exit waits, once the worker is gone, for services to handle
+#: what it sent last (see Gateway.add_drain).
+DRAIN_WAIT = 5.0
 
 
 class Gateway:
@@ -54,6 +58,7 @@ class Gateway:
         self._hello: dict[str, Any] = {}
         self._exiting = False
         self._watch = DeathWatch(self)  # its death, as an event
+        self._drains: list[Callable[[], Awaitable[object]]] = []
 
     def __repr__(self) -> str:
         state = "receive-live" if self.is_alive else "not-receiving"
@@ -183,7 +188,18 @@ class Gateway:
         finally:
             if self._router.lost is None:
                 self._router.connection_lost("the gateway exited")
+        if self._drains:
+            # What the worker sent before it exited is handled before we return.
+            with contextlib.suppress(builtins.TimeoutError):
+                async with asyncio.timeout(DRAIN_WAIT):
+                    await asyncio.gather(*(drain() for drain in self._drains))
         await self._watch.settled()  # its death is reported when exit returns
+
+    def add_drain(self, drain: Callable[[], Awaitable[object]]) -> None:
+        """Have :meth:`exit` await ``drain()`` (at most :data:`DRAIN_WAIT`
+        seconds in all) once the worker is gone: for a service that handles
+        what the worker sent last (log forwarding)."""
+        self._drains.append(drain)
 
     async def kill(self) -> None:
         """End the remote interpreter now, without asking. The kill runs to

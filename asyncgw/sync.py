@@ -264,7 +264,9 @@ async def _terminate_live_groups() -> None:
 
 class Group:
     """Gateways managed together, execnet style: ``Group(["popen"] * 2)``
-    starts both members (in parallel) before returning."""
+    starts both members (in parallel) before returning. ``restart``,
+    ``forward_logs`` and ``forward_imports`` are the async
+    :class:`asyncgw.Group`'s."""
 
     def __init__(
         self,
@@ -272,8 +274,12 @@ class Group:
         execmodel: str = "thread",
         *,
         restart: RestartPolicy | int | None = None,
+        forward_logs: bool = False,
+        forward_imports: Iterable[str] = (),
     ) -> None:
-        self._group = _group.Group(restart=restart)
+        self._group = _group.Group(
+            restart=restart, forward_logs=forward_logs, forward_imports=forward_imports
+        )
         # A restarted member's facade belongs to this group, as the first.
         self._group.on_restart(lambda gateway, death: Gateway(gateway, self))
         self._prestarted: dict[str, Gateway] = {}

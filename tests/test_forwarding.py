@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import asyncgw
+import asyncgw.sync
 from asyncgw.objects.imports import find_module_source, import_server, parse_names
 from asyncgw.objects.logs import ClockOffset, LogForwarding, log_forwarding
 
@@ -424,6 +425,30 @@ async def test_remote_objects_of_a_forwarded_package(local_packages: Path) -> No
             doubler = await gw.create("fwpkg.things:Doubler")
             assert await doubler.run(21) == 42
         assert import_server(gw).served == ["fwpkg", "fwpkg.sub", "fwpkg.things", "fwpkg.more"]
+
+
+async def test_records_queued_at_termination_arrive(collector: Collector) -> None:
+    # The worker sends what its forwarding holds before it exits when told
+    # to: leaving the group right after the code ends loses nothing.
+    async with asyncgw.Group(forward_logs=True) as group:
+        gw = await group.makegateway("popen")
+        channel = gw.remote_exec("for i in range(3000):\n    print('line', i)")
+        await channel.waitclose()
+    lines = [r.getMessage() for r in collector.records if r.name.endswith(".stdout")]
+    assert lines == [f"line {i}" for i in range(3000)]
+
+
+def test_blocking_group_forwards_imports_and_logs(
+    local_packages: Path, collector: Collector
+) -> None:
+    group = asyncgw.sync.Group(forward_imports=["fwpkg"], forward_logs=True)
+    try:
+        gw = group.makegateway(f"popen//chdir={local_packages / 'remote'}")
+        channel = gw.remote_exec("import fwpkg\nprint(fwpkg.VALUE)\nchannel.send(fwpkg.VALUE)")
+        assert channel.receive(timeout=20) == 42
+    finally:
+        group.terminate(timeout=5)
+    assert [r.getMessage() for r in collector.records if r.name.endswith(".stdout")] == ["42"]
 
 
 async def test_refused_imports_and_names_never_asked(local_packages: Path) -> None:

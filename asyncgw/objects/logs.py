@@ -23,6 +23,7 @@ batches ahead of what this side has handled, and at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -216,6 +217,8 @@ class LogForwarding:
         #: Set once forwarding has ended (the gateway went, or :meth:`close`).
         self.ended = asyncio.Event()
         self._task = asyncio.create_task(self._pump(), name=f"asyncgw logs of {gateway.id}")
+        # An exit asked for returns once what the worker sent is handled.
+        gateway.add_drain(self.ended.wait)
 
     def __repr__(self) -> str:
         return (
@@ -278,7 +281,10 @@ class LogForwarding:
                 busy = await self._handle(chunks)
                 if dropped:
                     self._count_dropped(dropped)
-                await channel.send(("credit", 1))
+                # Once the worker has gone, what it sent before is still
+                # queued here: handle it all, with no one left to credit.
+                with contextlib.suppress(ChannelError, GatewayError):
+                    await channel.send(("credit", 1))
                 await _budget().spend(busy)
         except (ChannelError, GatewayError):
             pass  # the gateway went, or we closed the channel

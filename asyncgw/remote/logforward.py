@@ -72,6 +72,8 @@ MAX_TEXT = 64 * 1024
 #: A partial line longer than this is sent as a line of its own.
 MAX_LINE = 64 * 1024
 #: The message of a stop: the channel's input ended.
+#: Seconds a terminating worker waits for queued records to be sent.
+DRAIN_WAIT = 2.0
 _STOP = ("stop",)
 
 
@@ -94,6 +96,7 @@ class Outbox:
         self.credit = IN_FLIGHT
         self.stopping = False
         self.sender_waits = False
+        self.sending = False  # a batch is taken and not yet sent
 
     def full(self) -> bool:
         return len(self.items) >= self.capacity
@@ -145,7 +148,23 @@ class Outbox:
                 batch.append(record)
             dropped, self.dropped = self.dropped, 0
             self.credit -= 1
+            self.sending = True
             return batch, dropped
+
+    def sent(self) -> None:
+        with self.lock:
+            self.sending = False
+            self.ready.notify_all()
+
+    def wait_drained(self, timeout: float) -> None:
+        """Wait until every queued record is sent, at most ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.items or self.dropped or self.sending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.ready.wait(remaining)
 
 
 def make_record(
@@ -353,6 +372,15 @@ class Forwarder:
         root.removeHandler(self.handler)
         root.setLevel(saved["level"])
 
+    def drain(self) -> None:
+        """Send what is queued, partial lines too, before the worker exits
+        when told to: records then reach the caller before its end does."""
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if isinstance(stream, LineWriter):
+                stream.flush_all()
+        self.outbox.wait_drained(DRAIN_WAIT)
+
     def thread_excepthook(self, args: Any) -> None:
         if args.exc_type is SystemExit:
             return  # as the default hook: a thread ending itself
@@ -406,6 +434,7 @@ class Forwarder:
                 json.dumps(batch[i : i + CHUNK], default=str) for i in range(0, len(batch), CHUNK)
             ]
             self.channel.send((chunks, dropped))
+            self.outbox.sent()
             if len(batch) == BATCH and not self.outbox.stopping:  # a backlog: pace it
                 time.sleep(PAUSE)
 
@@ -416,6 +445,7 @@ def start(channel: Any) -> None:
     forwarder = Forwarder(logs, options)
     logs.setcallback(forwarder.outbox.on_control, endmarker=_STOP)
     forwarder.install()
+    channel.gateway._worker.exit_hooks.append(forwarder.drain)
     thread = threading.Thread(target=forwarder.run, name="asyncgw-logforward", daemon=True)
     thread.start()
     channel.send((logs, {"host": socket.gethostname(), "pid": os.getpid()}))

@@ -140,6 +140,9 @@ class Worker:
         self._threads = _ThreadPool()
         self._compiled: dict[tuple[str, str], Any] = {}
         self._main_wake = threading.Condition(threading.Lock())
+        #: Called, in order, before the worker exits when told to (not when
+        #: the caller is gone): what a service must send before the end.
+        self.exit_hooks: list[Callable[[], None]] = []
         self._decoder = FrameDecoder(self.max_frame)
         self._frames: deque[tuple[int, int, bytes]] = deque()  # read, not yet dispatched
         self.reading = ReadingDuty(self._read_on_duty, TAKEOVER_AFTER, WATCH_QUIET_POLLS)
@@ -462,15 +465,20 @@ class Worker:
 
     def _exit_when_idle(self, grace: float | None) -> None:
         with self._lock:
-            if self._idle.wait_for(lambda: not self._executing, grace):
-                _exit(0)
-        # As execnet: interrupt the main thread's code, then leave anyway.
-        import _thread
+            idle = self._idle.wait_for(lambda: not self._executing, grace)
+        if not idle:
+            # As execnet: interrupt the main thread's code, then leave anyway.
+            import _thread
 
-        _thread.interrupt_main()
-        with self._lock:
-            self._idle.wait_for(lambda: not self._executing, INTERRUPT_WAIT)
-        _exit(1)
+            _thread.interrupt_main()
+            with self._lock:
+                self._idle.wait_for(lambda: not self._executing, INTERRUPT_WAIT)
+        for hook in self.exit_hooks:
+            try:
+                hook()
+            except Exception:  # leaving anyway
+                pass
+        _exit(0 if idle else 1)
 
 
 def _exit(status: int) -> None:
