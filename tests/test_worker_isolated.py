@@ -51,7 +51,8 @@ def test_worker_runs_isolated_outside_the_package(tmp_path: Path) -> None:
     assert _wire.loads(data[2]) == [
         "_asyncgw_remote", "_asyncgw_remote._wire", "_asyncgw_remote.remote",
         "_asyncgw_remote.remote.alias", "_asyncgw_remote.remote.channel",
-        "_asyncgw_remote.remote.execmodel", "_asyncgw_remote.remote.worker",
+        "_asyncgw_remote.remote.execmodel", "_asyncgw_remote.remote.reading",
+        "_asyncgw_remote.remote.worker",
     ]  # fmt: skip
     assert close[:2] == (_wire.CLOSE, 1)
 
