@@ -117,7 +117,7 @@ class Router:
 
     # -- reading (StreamSink)
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self.lost is not None:
             return
         if not self._greeted:
@@ -167,7 +167,7 @@ class Router:
                 )
                 return
 
-    def _check_greeting(self, data: bytes) -> bytes:
+    def _check_greeting(self, data: bytes | memoryview) -> bytes | memoryview:
         """Strip the worker's MAGIC; anything else there means no worker."""
         self._greeting += data
         if len(self._greeting) < len(MAGIC):

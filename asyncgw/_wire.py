@@ -159,8 +159,12 @@ class FrameDecoder:
         """Bytes held that do not yet make a whole frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+    def feed(self, data: bytes | memoryview) -> list[tuple[int, int, bytes]]:
+        """The whole frames that ``data`` completes, in order; the rest is
+        kept. ``data`` may be a view of a buffer the caller reuses: nothing
+        of it is referenced after the call."""
         buf = self._buf
+        src: bytes | bytearray | memoryview
         if buf:
             buf += data
             src = bytes(buf) if len(buf) < 65536 else buf
@@ -177,7 +181,9 @@ class FrameDecoder:
             buf += data[pos:]
         return frames
 
-    def _parse(self, src: bytes | bytearray) -> tuple[list[tuple[int, int, bytes]], int]:
+    def _parse(
+        self, src: bytes | bytearray | memoryview
+    ) -> tuple[list[tuple[int, int, bytes]], int]:
         frames: list[tuple[int, int, bytes]] = []
         append = frames.append
         unpack = HEADER.unpack_from

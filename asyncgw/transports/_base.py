@@ -31,8 +31,9 @@ class OpenContext:
 class StreamSink(Protocol):
     """What a transport feeds. Called on the event loop thread only."""
 
-    def data_received(self, data: bytes) -> None:
-        """Bytes read from the remote interpreter, in order."""
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes read from the remote interpreter, in order: a view is valid
+        only during the call (its buffer is read into again)."""
 
     def connection_lost(self, reason: str) -> None:
         """The stream ended; ``reason`` says how, for error messages."""

@@ -227,19 +227,21 @@ class _ForkedProcess:
     async def connect(self, sink: StreamSink, fds: list[int]) -> PopenTransport:
         loop = asyncio.get_running_loop()
         protocol = self._protocol = _Protocol(sink)
-        modes = ("wb", "rb", "rb")
-        pipes = [os.fdopen(fd, mode, buffering=0) for fd, mode in zip(fds, modes, strict=True)]
+        stdin, output, stderr = fds
+        pipes = [os.fdopen(stdin, "wb", buffering=0), os.fdopen(stderr, "rb", buffering=0)]
         try:
             self._pipes[0], _ = await loop.connect_write_pipe(
                 lambda: _WritePipe(protocol), pipes[0]
             )
-            for fd in (1, 2):
-                self._pipes[fd], _ = await loop.connect_read_pipe(
-                    functools.partial(_ReadPipe, protocol, fd), pipes[fd]
-                )
+            self._pipes[2], _ = await loop.connect_read_pipe(
+                functools.partial(_ReadPipe, protocol, 2), pipes[1]
+            )
+            protocol.read_output(output)  # see popen's _Protocol
         except BaseException:
             for pipe in pipes:
                 pipe.close()
+            with contextlib.suppress(OSError):  # read_output owns it once it ran
+                os.close(output)
             raise
         if self._returncode is not None:
             protocol.process_exited()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, cast
 from .._bootstrap import python_argv
 from .._errors import HostNotFound
 from ._base import OpenContext, StreamSink, Transport
+from .pipereader import PipeReader
 
 if TYPE_CHECKING:
     from .._spec import XSpec
@@ -43,12 +44,22 @@ class _Protocol(asyncio.SubprocessProtocol):
         self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.stderr_tail: deque[bytes] = deque(maxlen=20)
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
+    def read_output(self, fd: int) -> None:
+        """Read the worker's output from pipe ``fd`` (ours from now on) into
+        a reused buffer, not through asyncio's pipe transport (see
+        :mod:`.pipereader`)."""
+        self.output = PipeReader(
+            fd,
+            lambda data: self.pipe_data_received(1, data),
+            lambda error: self.pipe_connection_lost(1, error),
+        )
+
+    def pipe_data_received(self, fd: int, data: bytes | memoryview) -> None:
         if fd == 1:
             self.sink.data_received(data)
         else:
-            self.stderr_tail.append(data)
-            _forward_stderr(data)
+            self.stderr_tail.append(bytes(data))
+            _forward_stderr(bytes(data))
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd != 1:
@@ -87,12 +98,13 @@ PIPE_SIZE = 1024 * 1024
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 
-def _enlarge_pipe(pipe: asyncio.BaseTransport | None) -> None:
+def _enlarge_pipe(pipe: asyncio.BaseTransport | int | None) -> None:
+    """Ask for :data:`PIPE_SIZE` of a pipe (its transport, or its fd)."""
     if pipe is None or not sys.platform.startswith("linux"):
         return
-    fileobj = pipe.get_extra_info("pipe")
     with contextlib.suppress(OSError, AttributeError, ValueError):
-        fcntl.fcntl(fileobj.fileno(), _F_SETPIPE_SZ, PIPE_SIZE)
+        fd = pipe if isinstance(pipe, int) else pipe.get_extra_info("pipe").fileno()
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 def _forward_stderr(data: bytes) -> None:
@@ -110,8 +122,7 @@ class PopenTransport(Transport):
         self.pid = transport.get_pid()
         # uvloop's pipe transports are not asyncio.WriteTransport subclasses.
         self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
-        for fd in (0, 1):
-            _enlarge_pipe(transport.get_pipe_transport(fd))
+        _enlarge_pipe(transport.get_pipe_transport(0))
 
     def write(self, data: bytes) -> None:
         if self._stdin.is_closing():
@@ -194,18 +205,27 @@ async def start_process(
     :raises HostNotFound: if ``argv[0]`` cannot be executed.
     """
     loop = asyncio.get_running_loop()
+    output, output_end = os.pipe()  # read by PipeReader, not by asyncio
+    _enlarge_pipe(output)
     try:
         transport, protocol = await loop.subprocess_exec(
             lambda: _Protocol(sink),
             *argv,
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=output_end,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
     except OSError as exc:
+        os.close(output)
         raise HostNotFound(f"cannot start {argv[0]!r} for spec {str(spec)!r}: {exc}") from exc
+    except BaseException:
+        os.close(output)
+        raise
+    finally:
+        os.close(output_end)  # the child's now: its exit ends our reading
     try:
+        protocol.read_output(output)
         popen = PopenTransport(transport, protocol)
         popen.write(bootstrap)
     except BaseException:
