@@ -19,6 +19,7 @@ from .._bootstrap import module_source
 from .._errors import AuthenticationError, HostNotFound, SpecError
 from ..server import CHALLENGE, answer
 from ._base import OpenContext, StreamSink, Transport
+from .pipereader import READ_SIZE
 
 if TYPE_CHECKING:
     from .._spec import XSpec
@@ -26,8 +27,9 @@ if TYPE_CHECKING:
 __all__ = ["SocketTransport", "open_socket"]
 
 
-class _Protocol(asyncio.Protocol):
-    """Handshake lines first, then every byte to the sink."""
+class _Protocol(asyncio.BufferedProtocol):
+    """Handshake lines first, then every byte to the sink. Received into one
+    buffer reused for every read (see :mod:`.pipereader` for why)."""
 
     def __init__(self, sink: StreamSink, secret: bytes) -> None:
         self.sink = sink
@@ -36,13 +38,20 @@ class _Protocol(asyncio.Protocol):
         self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
+        self._read_buffer = memoryview(bytearray(READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though not always an asyncio.Transport
         # subclass (uvloop's TCPTransport is not).
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self.admitted.done():
             self.sink.data_received(data)
             return
