@@ -25,6 +25,7 @@ orphan outlives its parent.
 from __future__ import annotations
 
 import builtins
+import mmap
 import os
 import sys
 import threading
@@ -148,7 +149,8 @@ class Worker:
         #: the caller is gone): what a service must send before the end.
         self.exit_hooks: list[Callable[[], None]] = []
         self._decoder = FrameDecoder(self.max_frame)
-        self._read_buffer = memoryview(bytearray(READ_SIZE))
+        # Anonymous memory: a page is resident once a read reaches it.
+        self._read_buffer = memoryview(mmap.mmap(-1, READ_SIZE))
         self._frames: deque[tuple[int, int, bytes]] = deque()  # read, not yet dispatched
         self.reading = ReadingDuty(self._read_on_duty, TAKEOVER_AFTER, WATCH_QUIET_POLLS)
 

@@ -6,20 +6,36 @@ munmap) every time — 15 µs a read here, a fifth of a small round trip.
 Smaller fresh buffers come from the heap instead, which then grows and
 trims (page faults) as often. :class:`PipeReader` reads with ``readv`` into
 one buffer and hands the sink a view of what was read, valid during the
-call (the router's decoder copies out what it keeps).
+call (the router's decoder copies out what it keeps). Reads happen on the
+event loop's thread one at a time, so all readers of a thread share one
+buffer (:func:`read_buffer`): a buffer per gateway would cost 256 KiB each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import mmap
 import os
+import threading
 from collections.abc import Callable
 
-__all__ = ["READ_SIZE", "PipeReader"]
+__all__ = ["READ_SIZE", "PipeReader", "read_buffer"]
 
 #: Bytes read at once at most (the buffer's size).
 READ_SIZE = 256 * 1024
+
+_local = threading.local()
+
+
+def read_buffer() -> memoryview:
+    """The calling thread's read buffer, shared by its readers: what is read
+    into it must be used up before the next read (before returning)."""
+    buffer: memoryview | None = getattr(_local, "buffer", None)
+    if buffer is None:
+        # Anonymous memory: a page is resident once a read reaches it.
+        buffer = _local.buffer = memoryview(mmap.mmap(-1, READ_SIZE))
+    return buffer
 
 
 class PipeReader:
@@ -36,7 +52,6 @@ class PipeReader:
         self._fd: int | None = fd
         self._received = received
         self._ended = ended
-        self._buffer = memoryview(bytearray(READ_SIZE))
         self._loop = asyncio.get_running_loop()
         os.set_blocking(fd, False)
         self._loop.add_reader(fd, self._ready)
@@ -47,15 +62,16 @@ class PipeReader:
     def _ready(self) -> None:
         if self._fd is None:
             return
+        buffer = read_buffer()
         try:
-            size = os.readv(self._fd, [self._buffer])
+            size = os.readv(self._fd, [buffer])
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._end(exc)
             return
         if size:
-            self._received(self._buffer[:size])
+            self._received(buffer[:size])
         else:
             self._end(None)
 

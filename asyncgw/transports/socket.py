@@ -19,7 +19,7 @@ from .._bootstrap import module_source
 from .._errors import AuthenticationError, HostNotFound, SpecError
 from ..server import CHALLENGE, answer
 from ._base import OpenContext, StreamSink, Transport
-from .pipereader import READ_SIZE
+from .pipereader import read_buffer
 
 if TYPE_CHECKING:
     from .._spec import XSpec
@@ -28,8 +28,8 @@ __all__ = ["SocketTransport", "open_socket"]
 
 
 class _Protocol(asyncio.BufferedProtocol):
-    """Handshake lines first, then every byte to the sink. Received into one
-    buffer reused for every read (see :mod:`.pipereader` for why)."""
+    """Handshake lines first, then every byte to the sink. Received into the
+    thread's one read buffer (see :mod:`.pipereader` for why)."""
 
     def __init__(self, sink: StreamSink, secret: bytes) -> None:
         self.sink = sink
@@ -38,7 +38,6 @@ class _Protocol(asyncio.BufferedProtocol):
         self.admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
-        self._read_buffer = memoryview(bytearray(READ_SIZE))
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport, though not always an asyncio.Transport
@@ -46,10 +45,10 @@ class _Protocol(asyncio.BufferedProtocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self._read_buffer
+        return read_buffer()  # filled, then handed to buffer_updated at once
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(self._read_buffer[:nbytes])
+        self.data_received(read_buffer()[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self.admitted.done():
