@@ -28,11 +28,13 @@ def forwarded_imports(gateway: Gateway) -> list[str]:
 
 async def start_services(gateway: Gateway) -> None:
     """Start what ``gateway``'s spec and group ask for."""
-    from .imports import start_import_forwarding
-    from .logs import start_log_forwarding
-
+    # Imported only when asked for: most gateways forward nothing.
     if forwards_logs(gateway):
+        from .logs import start_log_forwarding
+
         await start_log_forwarding(gateway)
     names = forwarded_imports(gateway)
     if names:
+        from .imports import start_import_forwarding
+
         await start_import_forwarding(gateway, names)
