@@ -87,6 +87,10 @@ async def test_missing_remote_python(ssh_keys: Keys) -> None:
 def test_bad_addresses() -> None:
     with pytest.raises(asyncgw.SpecError, match="bad port"):
         ssh_transport._target(asyncgw.XSpec("ssh=host:http"))
+    for options in ("-p 2222 host", "host -o Port=2222"):
+        with pytest.raises(asyncgw.SpecError, match="not ssh command-line options") as info:
+            ssh_transport._target(asyncgw.XSpec(f"ssh={options}"))
+        assert options in str(info.value) and "ssh=host:2222" in str(info.value)
     target = ssh_transport._target(asyncgw.XSpec("ssh=me@[::1]:2222"))
     assert (target.user, target.host, target.port) == ("me", "::1", 2222)
 

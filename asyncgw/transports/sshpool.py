@@ -92,6 +92,13 @@ def parse_address(address: str, key: str) -> tuple[str, int | None, str | None]:
 
     :raises SpecError: naming ``key`` for a missing host or a bad port.
     """
+    if address.startswith("-") or any(c.isspace() for c in address.strip()):
+        # execnet's ssh= passed options to the ssh command; asyncssh takes none.
+        raise SpecError(
+            f"key {key!r} takes [user@]host[:port] or a ~/.ssh/config alias, not ssh"
+            f" command-line options: {address!r} (a port goes in the address,"
+            f" 'ssh=host:2222'; other options in ~/.ssh/config or ssh_config=)"
+        )
     user, _, hostport = address.rpartition("@")
     host, port = hostport, None
     if hostport.startswith("["):  # [ipv6]:port
