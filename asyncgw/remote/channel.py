@@ -46,6 +46,10 @@ __all__ = [
 ]
 
 _NO_ENDMARKER = object()
+#: Values this large or larger are bulk: the thread that waits for one does
+#: not take over the reading (see remote.reading), so that reading the next
+#: overlaps with using this one.
+GIFT_LIMIT = 64 * 1024
 
 
 class RemoteError(Exception):
@@ -104,6 +108,8 @@ class Channel:
         self._endmarker: object = _NO_ENDMARKER
         self._callback_failed = False
         self._served = False  # values are requests, handled inline (_serve)
+        self._untimed = 0  # of _waiting, those without a timeout
+        self._gift: int | None = None  # the reading duty, given with a value
         self._executing = False  # remote code runs for this channel
         self._wakeups: list[Callable[[], None]] = []  # async waiters
 
@@ -133,6 +139,12 @@ class Channel:
         # so either it sees this item or this sees it: no wakeup is lost.
         if self._waiting:
             with self._cond:
+                # A thread waits for this value: it reads next, itself (see
+                # remote.reading), unless more was read than dispatched.
+                if self._untimed and len(payload) < GIFT_LIMIT and not self._worker._frames:
+                    gift = self._worker.reading.give()
+                    if gift is not None:
+                        self._gift = gift
                 self._cond.notify()
                 self._wake()
         elif self._callback is not None:  # set meanwhile, after it took the queue
@@ -216,11 +228,31 @@ class Channel:
         if self._callback is not None:
             raise OSError("cannot receive(): channel %d has a receiver callback" % self.id)
         try:
-            return self._take(self._items.popleft())  # no lock while values wait
+            item = self._items.popleft()  # no lock while values wait
         except IndexError:
-            pass
+            item = self._wait_for_item(timeout)
+        if self._gift is not None:
+            gift, self._gift = self._gift, None
+            self._worker.reading.accept(gift)
+        return self._take(item)
+
+    def _has_input(self) -> bool:
+        return bool(self._items) or self._input_ended
+
+    def _wait_for_item(self, timeout: float | None) -> tuple[Any, int]:
+        reading = self._worker.reading
+        if timeout is None and reading.read_for(self._has_input):
+            with self._cond:  # read by this thread: no wake-up in between
+                item = self._pop()
+            if item is not None:
+                if item[1] >= GIFT_LIMIT:  # bulk: read the next one meanwhile
+                    reading.step_aside()
+                return item
+        reading.step_aside()  # about to wait: the reading must go on elsewhere
         with self._cond:
             self._waiting += 1
+            if timeout is None:
+                self._untimed += 1
             try:
                 item = self._pop()
                 while item is None:
@@ -231,7 +263,9 @@ class Channel:
                     item = self._pop()
             finally:
                 self._waiting -= 1
-        return self._take(item)
+                if timeout is None:
+                    self._untimed -= 1
+        return item
 
     def __iter__(self) -> Channel:
         return self
@@ -266,6 +300,7 @@ class Channel:
         with self._cond:
             while not self._reserve(cost):
                 self._check_open()
+                self._worker.reading.step_aside()  # the acknowledgement comes through a reader
                 self._cond.wait()
         self._worker.write_frame(DATA, self.id, payload)
 
@@ -347,6 +382,7 @@ class Channel:
 
     def waitclose(self, timeout: float | None = None) -> None:
         """Block until the other side closed the channel."""
+        self._worker.reading.step_aside()
         with self._cond:
             if not self._cond.wait_for(lambda: self._remote_closed, timeout):
                 raise builtins.TimeoutError("channel %d not closed within %ss" % (self.id, timeout))

@@ -12,6 +12,16 @@ parked). The thread that lost the duty finishes its piece, then parks as
 the next spare; so the number of readers is the peak number of slow
 pieces at once, plus one.
 
+The thread waiting for a value reads for itself, too: when the reader
+delivers a value to a thread waiting in ``receive`` (and has nothing else
+read but not dispatched), it gives that thread the duty with the value
+(:meth:`give`, :meth:`accept`) and stops reading. The thread runs its
+code holding the duty, *away* from reading, and its next ``receive``
+reads the pipe itself (:meth:`read_for`): an exchange of values with one
+remote thread then costs no thread switch. Away is watched like inline
+work, and a thread that is about to wait for something else, or whose
+code ends, hands the duty on at once (:meth:`step_aside`).
+
 Frames decoded but not yet dispatched stay in the shared queue for
 whoever reads next. The duty changes hands only inside inline work, never
 between taking a frame and dispatching it, so frames are dispatched in
@@ -33,13 +43,17 @@ __all__ = ["ReadingDuty"]
 class ReadingDuty:
     """The reading duty of one worker; ``read`` is its body for one thread.
 
-    ``read(generation)`` reads and dispatches for as long as ``generation``
-    is the duty's current one; :meth:`serve` loops a thread between holding
-    the duty and waiting as a spare.
+    ``read(generation, ready)`` reads and dispatches for as long as
+    ``generation`` is the duty's current one and ``ready`` (if not None)
+    returns false; :meth:`serve` loops a thread between holding the duty
+    and waiting as a spare.
     """
 
     def __init__(
-        self, read: Callable[[int], None], takeover_after: float, quiet_polls: int
+        self,
+        read: Callable[[int, Callable[[], bool] | None], None],
+        takeover_after: float,
+        quiet_polls: int,
     ) -> None:
         self._read = read
         self._takeover_after = takeover_after
@@ -51,7 +65,11 @@ class ReadingDuty:
         self._reader = 0  # ident of the thread holding the duty
         self._unclaimed = False  # a new generation waits for a spare to claim it
         self._spares = 0
-        self._inline: list[int] | None = None  # the running piece's token
+        # The holder's token while it is not reading: inline work, or away
+        # (running its own code); the watchdog takes over from a token that
+        # stays put. Away tokens are the ones read_for may resume from.
+        self._inline: list[int] | None = None
+        self._away = False
         self._pieces = 0  # inline pieces begun, ever
         self._watching = False  # the watchdog thread is started
         self._watch_asleep = False
@@ -65,7 +83,7 @@ class ReadingDuty:
 
     def _serve_from(self, generation: int) -> None:
         while True:
-            self._read(generation)  # returns when the duty went elsewhere
+            self._read(generation, None)  # returns when the duty went elsewhere
             generation = self._claim()
 
     def _claim(self) -> int:
@@ -86,13 +104,7 @@ class ReadingDuty:
         if threading.get_ident() != self._reader:
             function(*args)
             return
-        token = [self.generation]
-        self._inline = token
-        self._pieces += 1
-        # The watchdog sets _watch_asleep, then re-counts pieces: as we
-        # count, then look, one of the two always sees the other.
-        if not self._watching or self._watch_asleep:
-            self._wake_watchdog()
+        token = self._leave(away=False)
         try:
             function(*args)
         finally:
@@ -100,6 +112,65 @@ class ReadingDuty:
                 with self._lock:
                     if self._inline is token:
                         self._inline = None
+
+    def _leave(self, away: bool) -> list[int]:
+        """Mark the holder (this thread) as not reading, watched."""
+        token = [self.generation]
+        self._inline, self._away = token, away
+        self._pieces += 1
+        # The watchdog sets _watch_asleep, then re-counts pieces: as we
+        # count, then look, one of the two always sees the other.
+        if not self._watching or self._watch_asleep:
+            self._wake_watchdog()
+        return token
+
+    def read_for(self, ready: Callable[[], bool]) -> bool:
+        """For a thread about to wait for a value (``ready()`` is false):
+        if it holds the duty, away, read until ``ready()``. False if it does
+        not hold the duty (then it must wait to be woken); else whether
+        ``ready()`` now (the duty may have gone meanwhile)."""
+        me = threading.get_ident()
+        if me != self._reader or not self._away:
+            return False
+        with self._lock:
+            if me != self._reader or not self._away:
+                return False
+            self._inline, self._away = None, False
+            generation = self.generation
+        try:
+            self._read(generation, ready)
+        except BaseException:  # interrupted: the reading must go on elsewhere
+            with self._lock:
+                if self._reader == me:
+                    self._take_over()
+            raise
+        if self._reader == me:
+            self._leave(away=True)  # back to its code, holding the duty
+        return ready()
+
+    def give(self) -> int | None:
+        """From the reader, delivering a value to a thread that waits in
+        ``receive``: stop reading, and offer the duty to whoever takes the
+        value (:meth:`accept`). None: this thread cannot give it."""
+        me = threading.get_ident()
+        if me != self._reader or self._inline is not None:
+            return None
+        with self._lock:
+            if me != self._reader or self._inline is not None:
+                return None
+            self.generation += 1
+            self._reader = 0
+            generation = self.generation
+        self._leave(away=False)  # watched: a spare takes it if nobody does
+        return generation
+
+    def accept(self, generation: int) -> None:
+        """Take the duty given with a value, if it is still on offer."""
+        with self._lock:
+            if self.generation != generation or self._reader or self._unclaimed:
+                return
+            self._reader = threading.get_ident()
+        self._leave(away=True)
 
     def step_aside(self) -> bool:
         """Before this thread waits for what only a reader can deliver: if
@@ -154,7 +225,7 @@ class ReadingDuty:
     def _take_over(self) -> None:
         """Move the duty to a spare (caller holds the lock). The reader
         stuck inline stops reading once its piece ends."""
-        self._inline = None
+        self._inline, self._away = None, False
         self.generation += 1
         self._reader = 0
         self._unclaimed = True

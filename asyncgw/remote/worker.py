@@ -243,7 +243,10 @@ class Worker:
         thread, or whichever takes the reading duty over from it)."""
         self.reading.serve()
 
-    def _read_on_duty(self, generation: int) -> None:
+    def _read_on_duty(self, generation: int, ready: Callable[[], bool] | None) -> None:
+        """Read and dispatch while ``generation`` holds the duty, and, for a
+        thread reading for its own ``receive``, until ``ready()`` once what
+        was read is dispatched."""
         frames = self._frames
         reading = self.reading
         dispatch = self._dispatch
@@ -251,6 +254,9 @@ class Worker:
             if frames:
                 dispatch(*frames.popleft())
                 continue
+            # What was read is all dispatched (values queued for receive).
+            if ready is not None and ready():
+                return
             buffer = self._read_buffer
             size = os.readv(self.rfd, [buffer])
             if not size:
@@ -377,6 +383,7 @@ class Worker:
         self._finish(channel, error)
 
     def _finish(self, channel: Channel, error: str | None) -> None:
+        self.reading.step_aside()  # this thread's code is done: it reads no more
         channel._executing = False
         channel._send_close(error, override=True)
         with self._lock:
