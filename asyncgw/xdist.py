@@ -10,8 +10,13 @@ not modified and nothing is installed where the workers run.
 What it adds to xdist's own behaviour is speed: xdist starts its workers
 one after the other; when it announces them (``pytest_xdist_setupnodes``)
 this plugin starts them all at once, and popen workers of one interpreter
-fork from a fork server that has already imported pytest and the installed
-pytest plugins.
+fork from a fork server that has already imported pytest.
+
+The installed pytest plugins are not imported ahead: pytest rewrites the
+assertions of their modules as it imports them in the worker, which it
+cannot do for a module already imported (it warns, once per plugin, and
+their assertion helpers lose their messages). Measured with ``nox -s
+bench_xdist``, importing them ahead no longer saved any time.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ IN_WORKER = "PYTEST_XDIST_WORKER" in os.environ
 
 execnet = None if IN_WORKER else _execnet_compat.install()
 
-__all__ = ["PRELOAD", "installed_plugins", "pytest_xdist_setupnodes"]
+__all__ = ["PRELOAD", "pytest_xdist_setupnodes"]
 
 #: What every xdist worker imports first: done once, in the fork server
 #: (asyncgw too: xdist hands workers ``-p asyncgw.xdist``, which imports it).
@@ -49,14 +54,5 @@ def pytest_xdist_setupnodes(config: pytest.Config, specs: Sequence[Any]) -> None
     group = getattr(getattr(dsession, "nodemanager", None), "group", None)
     if not isinstance(group, execnet.Group):
         return  # not a session of ours (a plugin replaced xdist's pieces)
-    group._group.preload = [*PRELOAD, *installed_plugins()]
+    group._group.preload = list(PRELOAD)
     group._prestart(list(specs))
-
-
-def installed_plugins() -> list[str]:
-    """The modules of the installed pytest plugins (``pytest11`` entry
-    points): each worker imports them all as its pytest starts."""
-    from importlib.metadata import entry_points
-
-    modules = {entry.module for entry in entry_points(group="pytest11")}
-    return sorted(name for name in modules if not name.startswith("asyncgw"))

@@ -101,6 +101,8 @@ def test_same_outcomes_as_without_xdist(project: Path) -> None:
     counts, output = run_pytest(project, "-p", "asyncgw.xdist", "-n", "2")
     assert counts == {**expected, "passed": expected["passed"] + 2}, output
     assert "bringing up nodes" in output
+    # Nothing pytest rewrites was imported ahead of it in the workers.
+    assert "PytestAssertRewriteWarning" not in output, output
 
 
 @pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "loadgroup", "worksteal"])
