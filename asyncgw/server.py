@@ -7,8 +7,12 @@ shared secret (HMAC-SHA256 of a fresh random nonce), so the secret never
 crosses the network; a peer that fails gets ``DENIED`` and its connection
 closed before anything runs. The secret comes from a file
 (``--secret-file``) or the ``ASYNCGW_SECRET`` environment variable, never
-from the command line, where process listings would show it. The server
-binds to loopback unless ``--host`` says otherwise.
+from the command line, where process listings would show it; a secret
+file that others may read is refused, as ssh refuses such keys. The server
+binds to loopback unless ``--host`` says otherwise, and answers at most
+``--max-pending`` connections that have not authenticated yet (each has
+:data:`AUTH_TIMEOUT` seconds): more are closed at once, so a flood of idle
+connections costs it neither threads nor memory without bound.
 
 Handshake (lines of ASCII)::
 
@@ -48,6 +52,8 @@ LOADER = (
 CHALLENGE = b"ASYNCGW-AUTH1 "
 #: Seconds a client has to answer the challenge.
 AUTH_TIMEOUT = 10.0
+#: Connections being authenticated at once, at most (``--max-pending``).
+MAX_PENDING = 64
 
 
 def answer(secret: bytes, nonce_hex: str) -> str:
@@ -70,13 +76,23 @@ def _log(message: str) -> None:
     sys.stderr.flush()
 
 
-def serve_client(conn: socket.socket, peer: object, secret: bytes, python: str) -> None:
-    """Authenticate one client, then hand its socket to a new worker."""
+def serve_client(
+    conn: socket.socket,
+    peer: object,
+    secret: bytes,
+    python: str,
+    pending: threading.Semaphore | None = None,
+) -> None:
+    """Authenticate one client, then hand its socket to a new worker.
+    ``pending`` is released once the client has authenticated or failed."""
     try:
         nonce = secrets.token_hex(32)
         conn.settimeout(AUTH_TIMEOUT)
         conn.sendall(CHALLENGE + nonce.encode() + b"\n")
         response = _readline(conn).decode("ascii", "replace")
+        if pending is not None:
+            pending.release()
+            pending = None
         if not hmac.compare_digest(response, answer(secret, nonce)):
             _log(f"refused {peer}: authentication failed")
             conn.sendall(b"DENIED\n")
@@ -91,13 +107,26 @@ def serve_client(conn: socket.socket, peer: object, secret: bytes, python: str) 
         _log(f"client {peer}: {exc}")
         return
     finally:
+        if pending is not None:
+            pending.release()
         conn.close()  # the worker holds its own copy of the socket
     worker.wait()
 
 
 def read_secret(secret_file: str | None) -> bytes:
+    """The shared secret, from ``secret_file`` or ``ASYNCGW_SECRET``.
+
+    :raises SystemExit: for a secret under 16 bytes, or a file that others
+        than its owner may read or write.
+    """
     if secret_file:
         with open(secret_file, "rb") as stream:
+            mode = os.fstat(stream.fileno()).st_mode
+            if os.name == "posix" and mode & 0o077:
+                raise SystemExit(
+                    f"asyncgw.server: {secret_file} is open to others (mode"
+                    f" {mode & 0o777:o}); make it the owner's only: chmod 600 {secret_file}"
+                )
             secret = stream.read().strip()
     else:
         secret = os.environ.get("ASYNCGW_SECRET", "").encode()
@@ -115,25 +144,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8888, help="0 picks a free port")
     parser.add_argument("--secret-file", help="file holding the shared secret")
     parser.add_argument("--python", default=sys.executable, help="interpreter for workers")
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=MAX_PENDING,
+        help=f"connections authenticating at once, at most (default {MAX_PENDING})",
+    )
     args = parser.parse_args(argv)
+    if args.max_pending < 1:
+        parser.error("--max-pending must be at least 1")
     secret = read_secret(args.secret_file)
     listener = socket.create_server((args.host, args.port))
     # The first line tells whoever started us where we listen (port 0).
     host, port = listener.getsockname()[:2]
     sys.stdout.write(f"listening on {host}:{port}\n")
     sys.stdout.flush()
-    serve_forever(listener, secret, args.python)
+    serve_forever(listener, secret, args.python, args.max_pending)
 
 
-def serve_forever(listener: socket.socket, secret: bytes, python: str) -> None:
+def serve_forever(
+    listener: socket.socket, secret: bytes, python: str, max_pending: int = MAX_PENDING
+) -> None:
     """Accept clients until the listener is closed."""
+    pending = threading.Semaphore(max_pending)
     while True:
         try:
             conn, peer = listener.accept()
         except OSError:  # closed: we are done
             return
+        if not pending.acquire(blocking=False):
+            _log(f"refused {peer}: {max_pending} connections are authenticating already")
+            conn.close()
+            continue
         threading.Thread(
-            target=serve_client, args=(conn, peer, secret, python), daemon=True
+            target=serve_client, args=(conn, peer, secret, python, pending), daemon=True
         ).start()
 
 

@@ -111,3 +111,49 @@ async def test_installvia_starts_a_server_through_a_gateway() -> None:
             "gw0",
             "host",
         ]
+
+
+def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o644)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "asyncgw",
+            "serve",
+            "--port",
+            "0",
+            "--secret-file",
+            str(secret_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "open to others (mode 644)" in result.stderr
+    assert f"chmod 600 {secret_file}" in result.stderr
+    assert "listening" not in result.stdout
+
+
+async def test_connections_authenticating_at_once_are_bounded(tmp_path: Path) -> None:
+    with socket_server(tmp_path, "--max-pending", "2") as server:
+        host, port = server.address.rsplit(":", 1)
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+        try:
+            for conn in idle:  # each got its challenge and holds a place
+                assert conn.makefile("rb").readline().startswith(b"ASYNCGW-AUTH1 ")
+            with socket.create_connection((host, int(port)), timeout=10) as third:
+                assert third.recv(100) == b""  # closed at once: no place left
+            for conn in idle:  # a wrong answer frees the place before DENIED
+                conn.sendall(b"0" * 64 + b"\n")
+                assert conn.makefile("rb").readline() == b"DENIED\n"
+        finally:
+            for conn in idle:
+                conn.close()
+        async with asyncgw.Group() as group:
+            gw = await group.makegateway(server.spec())
+            assert await gw.remote_exec("channel.send(1)").receive() == 1
