@@ -39,45 +39,45 @@ def present_result(value: Any) -> Any:
 
 def _unwrap(value: Any) -> Any:
     """Arguments with blocking proxies replaced by their async ones."""
-    if isinstance(value, Proxy):
-        return value._proxy
-    if type(value) is tuple:
-        return tuple(_unwrap(item) for item in value)
-    if type(value) is list:
-        return [_unwrap(item) for item in value]
-    if type(value) is dict:
-        return {key: _unwrap(item) for key, item in value.items()}
-    return value
+    return _proxy.map_leaves(value, lambda leaf: leaf._target if isinstance(leaf, Proxy) else leaf)
 
 
-class Chain:
-    """Lazy attribute reads from a blocking proxy; calling one runs it."""
+class _Lazy:
+    """Attribute reads, item reads and calls on an async proxy or chain
+    (``_target``), blocking: a call runs the chain it ends."""
 
-    __slots__ = ("_chain",)
+    __slots__ = ("_target",)
 
-    def __init__(self, chain: _proxy.Chain) -> None:
-        self._chain = chain
+    def __init__(self, target: _proxy.Proxy | _proxy.Chain) -> None:
+        self._target = target
 
     def __getattr__(self, name: str) -> Chain:
         if name.startswith("__"):
             raise AttributeError(name)
-        return Chain(getattr(self._chain, name))
+        return Chain(getattr(self._target, name))
 
     def __getitem__(self, key: Any) -> Chain:
-        return Chain(self._chain[_unwrap(key)])
+        return Chain(self._target[_unwrap(key)])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        chain = self._chain(*_unwrap(args), **_unwrap(kwargs))
+        chain = self._target(*_unwrap(args), **_unwrap(kwargs))
         return present_result(chain._evaluate_blocking())
 
-    def __iter__(self) -> Iterator[Any]:
-        result = present_result(self._chain._evaluate_blocking())
-        if not isinstance(result, RemoteIterator):
-            raise TypeError(f"{self._chain!r} is not a remote generator")
-        return iter(result)
-
     def __repr__(self) -> str:
-        return repr(self._chain)
+        return repr(self._target)
+
+
+class Chain(_Lazy):
+    """Lazy attribute reads from a blocking proxy; calling one runs it."""
+
+    __slots__ = ()
+    _target: _proxy.Chain
+
+    def __iter__(self) -> Iterator[Any]:
+        result = present_result(self._target._evaluate_blocking())
+        if not isinstance(result, RemoteIterator):
+            raise TypeError(f"{self._target!r} is not a remote generator")
+        return iter(result)
 
 
 def fetch(chain: Chain | Proxy) -> Any:
@@ -86,35 +86,18 @@ def fetch(chain: Chain | Proxy) -> Any:
         return chain
     if not isinstance(chain, Chain):
         raise TypeError(f"fetch() takes a chain from a proxy, not {type(chain).__name__}")
-    return present_result(chain._chain._evaluate_blocking())
+    return present_result(chain._target._evaluate_blocking())
 
 
-class Proxy:
+class Proxy(_Lazy):
     """A remote object, blocking (see the module docstring)."""
 
-    __slots__ = ("_proxy",)
-
-    def __init__(self, proxy: _proxy.Proxy) -> None:
-        self._proxy = proxy
-
-    def __getattr__(self, name: str) -> Chain:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return Chain(getattr(self._proxy, name))
-
-    def __getitem__(self, key: Any) -> Chain:
-        return Chain(self._proxy[_unwrap(key)])
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        chain = self._proxy(*_unwrap(args), **_unwrap(kwargs))
-        return present_result(chain._evaluate_blocking())
-
-    def __repr__(self) -> str:
-        return repr(self._proxy)
+    __slots__ = ()
+    _target: _proxy.Proxy
 
     def close(self) -> None:
         """Release the remote object now."""
-        run_blocking(self._proxy.close)
+        run_blocking(self._target.close)
 
     def __enter__(self) -> Proxy:
         return self

@@ -70,15 +70,21 @@ def test_secret_stays_out_of_listings_and_logs(tmp_path: Path) -> None:
     assert SECRET not in log
 
 
-def test_server_refuses_to_start_without_a_secret() -> None:
-    env = {key: value for key, value in os.environ.items() if key != "ASYNCGW_SECRET"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "asyncgw", "serve", "--port", "0"],
+def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``asyncgw serve`` on a free port, for a server that should not start."""
+    return subprocess.run(
+        [sys.executable, "-m", "asyncgw", "serve", "--port", "0", *args],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=60,
         env=env,
+        check=False,
     )
+
+
+def test_server_refuses_to_start_without_a_secret() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "ASYNCGW_SECRET"}
+    proc = run_serve(env=env)
     assert proc.returncode != 0
     assert "secret of at least 16 bytes is required" in proc.stderr
 
@@ -117,22 +123,7 @@ def test_a_secret_file_others_can_read_is_refused(tmp_path: Path) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text(SECRET)
     secret_file.chmod(0o644)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "asyncgw",
-            "serve",
-            "--port",
-            "0",
-            "--secret-file",
-            str(secret_file),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_serve("--secret-file", str(secret_file))
     assert result.returncode != 0
     assert "open to others (mode 644)" in result.stderr
     assert f"chmod 600 {secret_file}" in result.stderr

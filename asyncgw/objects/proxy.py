@@ -38,7 +38,7 @@ import inspect
 import itertools
 import textwrap
 import weakref
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import module_source
@@ -48,7 +48,14 @@ if TYPE_CHECKING:
     from .._channel import Channel
     from .._gateway import Gateway
 
-__all__ = ["Chain", "Proxy", "RemoteIterator", "object_service", "remote_object_count"]
+__all__ = [
+    "Chain",
+    "Proxy",
+    "RemoteIterator",
+    "map_leaves",
+    "object_service",
+    "remote_object_count",
+]
 
 REF = "__asyncgw_ref__"
 _END = object()
@@ -196,19 +203,28 @@ class ObjectService:
         return Proxy(self, result[1], result[2])
 
 
-def _encode(value: Any) -> Any:
-    """Arguments with proxies replaced by references."""
+def map_leaves(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """``value`` with ``convert`` applied to what its tuples, lists and dicts
+    hold (their keys and plain values excepted): how proxies in arguments
+    become references, here and in the blocking facade."""
     if type(value) in _PLAIN:
         return value
-    if isinstance(value, Proxy):
-        return (REF, value._oid)
     if type(value) is tuple:
-        return tuple(_encode(item) for item in value)
+        return tuple(map_leaves(item, convert) for item in value)
     if type(value) is list:
-        return [_encode(item) for item in value]
+        return [map_leaves(item, convert) for item in value]
     if type(value) is dict:
-        return {key: _encode(item) for key, item in value.items()}
-    return value
+        return {key: map_leaves(item, convert) for key, item in value.items()}
+    return convert(value)
+
+
+def _reference(value: Any) -> Any:
+    return (REF, value._oid) if isinstance(value, Proxy) else value
+
+
+def _encode(value: Any) -> Any:
+    """Arguments with proxies replaced by references."""
+    return map_leaves(value, _reference)
 
 
 class Chain:
