@@ -110,20 +110,21 @@ class Terminal:
         return ANSI.sub(b"", self.output).decode("utf-8", "replace").replace("\r", "")
 
 
-def wait_no_process(cmdline: list[str], since: float, timeout: float = 15) -> None:
-    """Wait until no process runs ``cmdline`` that started after ``since``
-    (a remote command is a grandchild of sshd, not ours); fail after ``timeout``."""
+def wait_gone(pids: list[int], cmdline: list[str], timeout: float = 15) -> None:
+    """Wait until none of ``pids`` (commands that reported their own pid, so
+    ours) still runs ``cmdline``; fail after ``timeout`` (killing those
+    that remain). A pid that runs something else was reused: it is gone."""
+    assert pids, "no pid reported"
 
     def running() -> list[psutil.Process]:
         found = []
-        for proc in psutil.process_iter(["cmdline", "create_time", "status"]):
-            info = proc.info
-            if (
-                info["cmdline"] == cmdline
-                and info["create_time"] >= since - 1
-                and info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc)
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                if proc.cmdline() == cmdline and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except psutil.NoSuchProcess:
+                continue
         return found
 
     deadline = time.monotonic() + timeout
@@ -278,14 +279,15 @@ def test_timeout_stops_the_commands(sshd: Sshd) -> None:  # noqa: F811
     started = time.time()
     result = asyncgw(
         "run", "--json", "-t", "1", *ssh_options(sshd), f"localhost,127.0.0.1:{sshd.port}",
-        "--", "echo before; exec sleep 31",
+        "--", "echo before $$; exec sleep 31",
     )  # fmt: skip
     assert result.returncode == 124
     assert time.time() - started < 20
     report = json.loads(result.stdout)
     assert [entry["timeouted"] for entry in report] == [True, True]
-    assert [entry["stdout"] for entry in report] == ["before\n", "before\n"]
-    wait_no_process(["sleep", "31"], started)
+    outputs = [entry["stdout"] for entry in report]
+    assert all(re.fullmatch(r"before \d+\n", output) for output in outputs), outputs
+    wait_gone([int(output.split()[1]) for output in outputs], ["sleep", "31"])
 
 
 def test_timeout_in_the_summary() -> None:
@@ -467,10 +469,9 @@ def test_ctrl_c_stops_the_commands_and_prints_what_arrived(
     sshd: Sshd,  # noqa: F811
     terminals: list[Terminal],
 ) -> None:
-    started = time.time()
     terminal = Terminal(
         "run", *ssh_options(sshd), f"localhost,127.0.0.1:{sshd.port}",
-        "--", "echo started {{{host}}}; sleep 60",
+        "--", "echo started {{{host}}} $$; exec sleep 60",
     )  # fmt: skip
     terminals.append(terminal)
     terminal.wait_for(r"localhost +started localhost")
@@ -481,22 +482,23 @@ def test_ctrl_c_stops_the_commands_and_prints_what_arrived(
     assert "SIGINT: stopping the remote commands" in text
     summary = text[text.index("SIGINT") :]
     assert "localhost (1 host) interrupted" in summary
-    assert "\nstarted localhost\n" in summary
-    assert "\nstarted 127.0.0.1\n" in summary
     assert summary.rstrip().endswith("- interrupted")
-    wait_no_process(["sleep", "60"], started)
+    started = dict(re.findall(r"\nstarted (\S+) (\d+)\n", summary))
+    assert sorted(started) == ["127.0.0.1", "localhost"], summary
+    pids = [int(pid) for pid in started.values()]
+    wait_gone(pids, ["sleep", "60"])
 
 
-def wait_for_child(pid: int, cmdline: list[str], timeout: float = 30) -> None:
-    """Wait until a descendant of ``pid`` runs ``cmdline``; fail if ``pid``
-    ends first or after ``timeout`` seconds."""
+def wait_for_child(pid: int, cmdline: list[str], timeout: float = 30) -> int:
+    """Wait until a descendant of ``pid`` runs ``cmdline``, and return its
+    pid; fail if ``pid`` ends first or after ``timeout`` seconds."""
     parent = psutil.Process(pid)
     deadline = time.monotonic() + timeout
     while True:
         for child in parent.children(recursive=True):
             try:
                 if child.cmdline() == cmdline:
-                    return
+                    return child.pid
             except psutil.NoSuchProcess:
                 continue
         assert time.monotonic() < deadline, f"no {cmdline} under {pid}"
@@ -511,7 +513,6 @@ def test_ctrl_c_piped() -> None:
     """Piped, nothing shows before the summary: wait for the command to run.
     (Its output is not checked: the signal may come before the CLI has read
     it; on a terminal, the test above waits until it has arrived.)"""
-    started = time.time()
     process = subprocess.Popen(
         [sys.executable, "-m", "asyncgw", "run", "localhost", "--", "echo started; exec sleep 61"],
         stdout=subprocess.PIPE,
@@ -520,7 +521,7 @@ def test_ctrl_c_piped() -> None:
         env=_env(),
     )
     try:
-        wait_for_child(process.pid, ["sleep", "61"])
+        sleeper = wait_for_child(process.pid, ["sleep", "61"])
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
     finally:
@@ -530,4 +531,4 @@ def test_ctrl_c_piped() -> None:
     assert process.returncode == 130
     assert "localhost (1 host) interrupted" in out
     assert "SIGINT: stopping the remote commands" in err
-    wait_no_process(["sleep", "61"], started)
+    wait_gone([sleeper], ["sleep", "61"])
