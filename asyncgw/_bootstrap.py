@@ -36,7 +36,18 @@ def _install(name, source):
     exec(compile(source, module.__file__, 'exec'), module.__dict__)
 _package({package!r})
 _package({package!r} + '.remote')
-{installs}sys.modules[{package!r} + '.remote.' + {entry!r}].main({config!r})
+{installs}{prelude}sys.modules[{package!r} + '.remote.' + {entry!r}].main({config!r})
+"""
+
+# Sets the soft RLIMIT_NOFILE back to what it was before asyncgw raised it
+# here (see _fdlimit): a local worker's code then sees the usual limit.
+_RESTORE_NOFILE = """\
+try:
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE,
+                       ({soft}, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+except (ImportError, ValueError, OSError):
+    pass
 """
 
 #: The modules a worker is made of, in import order (paths in the package).
@@ -56,9 +67,16 @@ def module_source(module: str) -> str:
     return (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
 
 
-def bootstrap_payload(config: dict[str, Any], *, forkserver: bool = False) -> bytes:
+def bootstrap_payload(
+    config: dict[str, Any], *, forkserver: bool = False, nofile: int | None = None
+) -> bytes:
     """The bytes to write to a fresh interpreter's stdin after ``LOADER``:
-    they make it a worker, or with ``forkserver`` a fork server for workers."""
+    they make it a worker, or with ``forkserver`` a fork server for workers.
+
+    :param nofile: a soft ``RLIMIT_NOFILE`` for the interpreter to set
+        before it starts (a fork server's workers inherit it); None: leave
+        the inherited one.
+    """
     modules = WORKER_MODULES + (("remote/forkserver",) if forkserver else ())
     installs = "".join(
         f"_install({_PACKAGE + '.' + path.replace('/', '.')!r}, {module_source(path)!r})\n"
@@ -69,6 +87,7 @@ def bootstrap_payload(config: dict[str, Any], *, forkserver: bool = False) -> by
         installs=installs,
         entry="forkserver" if forkserver else "worker",
         config=config,
+        prelude="" if nofile is None else _RESTORE_NOFILE.format(soft=int(nofile)),
     ).encode("utf-8")
     return b"%010d" % len(stage2) + stage2
 

@@ -16,6 +16,7 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from . import _fdlimit
 from ._bootstrap import bootstrap_payload
 from ._channel import DEFAULT_WINDOW, Channel
 from ._code import call_request, exec_request
@@ -249,6 +250,8 @@ async def _fork(
     try:
         return await server.fork(config, sink)
     except (OSError, ConnectionError) as exc:  # the fork server broke: start afresh
+        if _fdlimit.is_exhaustion(exc):
+            raise  # out of descriptors here: a fresh start needs as many
         log.warning("fork server for %s failed (%s); starting the worker afresh", spec, exc)
         return None
 
@@ -280,7 +283,10 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
     context = OpenContext(group=group)
     transport = await _fork(spec, gateway._router, config, group)
     if transport is None:
-        transport = await factory(spec, gateway._router, bootstrap_payload(config), context)
+        # A local worker gets back the descriptor limit asyncgw raised here.
+        nofile = _fdlimit.original_soft_limit() if spec.transport == "popen" else None
+        bootstrap = bootstrap_payload(config, nofile=nofile)
+        transport = await factory(spec, gateway._router, bootstrap, context)
     gateway._transport = transport
     try:
         gateway._router.attach(transport)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any
 
+from . import _fdlimit
 from ._channel import MultiChannel
 from ._errors import SpecError
 from ._gateway import Gateway, open_gateway
@@ -143,9 +144,18 @@ class Group:
         Cancelling kills the half-started interpreter; nothing is left.
 
         :raises SpecError: for a malformed spec or an id already in use.
-        :raises GatewayError: if the gateway cannot be started.
+        :raises GatewayError: if the gateway cannot be started (also when
+            the file descriptor limit leaves no room: see :mod:`._fdlimit`).
         """
-        gateway = await self._open(self._reserve(spec))
+        reserved = self._reserve(spec)
+        try:
+            _fdlimit.ensure_room([reserved])
+            gateway = await self._open(reserved)
+        except BaseException as exc:
+            self._reserved.discard(str(reserved.id))
+            if (error := _fdlimit.exhausted_error(exc, [reserved])) is not None:
+                raise error from exc
+            raise
         self._gateways.append(gateway)
         return gateway
 
@@ -154,11 +164,17 @@ class Group:
         one fails, the others are killed and the first error is raised.
         Members join the group in the order of ``specs``, except that a
         gateway named by a ``via=`` key joins (and starts) before those that
-        go through it. Cancelling kills every gateway started so far."""
+        go through it. Cancelling kills every gateway started so far.
+
+        The soft file descriptor limit is raised if the gateways need it
+        (see :mod:`._fdlimit`); if they do not fit under the hard limit, a
+        :class:`GatewayError` says how many fit, and nothing is started.
+        """
         reserved: list[XSpec] = []
         try:
             for spec in specs:
                 reserved.append(self._reserve(spec))  # noqa: PERF401 - keeps those done on error
+            _fdlimit.ensure_room(reserved)
         except BaseException:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             raise
@@ -173,10 +189,12 @@ class Group:
         try:
             for wave in _proxies_first(reserved):  # a via gateway needs its proxy in
                 self._gateways.extend(await run_all(make(spec) for spec in wave))
-        except BaseException:
+        except BaseException as exc:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             await run_all(gateway.kill() for gateway in started)
             await self._close_forkservers(forkservers)
+            if (error := _fdlimit.exhausted_error(exc, reserved)) is not None:
+                raise error from exc  # one clear error, not the first of many
             raise
         order = [spec.id for spec in reserved]
         return sorted(started, key=lambda gateway: order.index(gateway.id))

@@ -29,7 +29,7 @@ from .._wire import CLOSE_ERROR, DATA, HELLO, MAGIC, FrameDecoder, dumps, encode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List
+    from typing import Any, Callable, List
 
 #: File descriptors that come with each request: stdin, stdout, stderr.
 FDS_PER_REQUEST = 3
@@ -49,8 +49,9 @@ def main(config: "dict[str, Any]") -> None:
     control.sendall(MAGIC + encode_frame(HELLO, 0, dumps({"pid": os.getpid(), "forkserver": True})))
     decoder = FrameDecoder()
     fds: "List[int]" = []
+    wait = _waiter([control.fileno(), wake_r])
     while True:
-        readable = select.select([control.fileno(), wake_r], [], [])[0]
+        readable = wait()
         if wake_r in readable:
             os.read(wake_r, 4096)
             _reap(control)
@@ -63,6 +64,18 @@ def main(config: "dict[str, Any]") -> None:
         for _msgtype, request, payload in decoder.feed(data):
             streams, fds = fds[:FDS_PER_REQUEST], fds[FDS_PER_REQUEST:]
             _fork(control, request, loads(payload), streams, (wake_r, wake_w))
+
+
+def _waiter(fds: "List[int]") -> "Callable[[], List[int]]":
+    """A blocking wait for the readable ones of ``fds``: poll, which, unlike
+    select, takes descriptors numbered 1024 and above (the limit may have
+    been raised for the local side, which we inherit)."""
+    if not hasattr(select, "poll"):
+        return lambda: select.select(fds, [], [])[0]
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return lambda: [fd for fd, _events in poller.poll()]
 
 
 def _preload(names: "List[str]") -> None:

@@ -22,6 +22,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import bootstrap_payload
+from .._fdlimit import original_soft_limit
 from .._wire import (
     CLOSE_ERROR,
     DATA,
@@ -98,7 +99,9 @@ class ForkServer:
         (an interpreter that is something else must not be sent requests)."""
         loop = self._loop
         await loop.sock_sendall(
-            self._control, bootstrap_payload({"preload": preload}, forkserver=True)
+            self._control,
+            # Its workers inherit the limit it sets (see _fdlimit).
+            bootstrap_payload({"preload": preload}, forkserver=True, nofile=original_soft_limit()),
         )
         refused = ConnectionError("the interpreter did not answer as a fork server")
         received = b""
@@ -135,7 +138,15 @@ class ForkServer:
             raise
 
     async def _fork(self, config: dict[str, Any], sink: StreamSink) -> PopenTransport:
-        pipes = [os.pipe() for _ in range(3)]  # stdin, stdout, stderr
+        pipes: list[tuple[int, int]] = []
+        try:
+            for _ in range(3):  # stdin, stdout, stderr
+                pipes.append(os.pipe())  # noqa: PERF401 - keeps those made on error
+        except BaseException:  # out of descriptors, say: leak none
+            for pipe in pipes:
+                os.close(pipe[0])
+                os.close(pipe[1])
+            raise
         theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
         ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
         try:
