@@ -138,33 +138,31 @@ class ForkServer:
             raise
 
     async def _fork(self, config: dict[str, Any], sink: StreamSink) -> PopenTransport:
-        pipes: list[tuple[int, int]] = []
-        try:
-            for _ in range(3):  # stdin, stdout, stderr
-                pipes.append(os.pipe())  # noqa: PERF401 - keeps those made on error
-        except BaseException:  # out of descriptors, say: leak none
-            for pipe in pipes:
-                os.close(pipe[0])
-                os.close(pipe[1])
-            raise
-        theirs = [pipes[0][0], pipes[1][1], pipes[2][1]]
-        ours = [pipes[0][1], pipes[1][0], pipes[2][0]]
-        try:
-            async with self._lock:
-                if self.lost:
-                    raise ConnectionError("the fork server is gone")
+        async with self._lock:
+            if self.lost:
+                raise ConnectionError("the fork server is gone")
+            # Made under the lock: only the request in flight holds the
+            # worker's ends of its pipes here, so a group of N workers needs
+            # 3 descriptors a worker and 3 more, not 6 a worker at its start.
+            theirs, ours = _worker_pipes()
+            try:
                 self._requests += 1
                 self._reply = self._loop.create_future()
                 frame = encode_frame(DATA, self._requests, dumps(config))
                 socket.send_fds(self._control, [frame], theirs)
-                for fd in theirs:
+            except BaseException:
+                for fd in ours:
                     os.close(fd)
-                theirs = []
+                raise
+            finally:
+                for fd in theirs:  # the fork server has its own copies now
+                    os.close(fd)
+            try:
                 pid = await self._reply
-        except BaseException:
-            for fd in theirs + ours:
-                os.close(fd)
-            raise
+            except BaseException:
+                for fd in ours:
+                    os.close(fd)
+                raise
         process = _ForkedProcess(pid)
         self._children[pid] = process
         if pid in self._exit_codes:  # it was gone before its pid came back
@@ -324,6 +322,21 @@ class _ReadPipe(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._protocol.pipe_connection_lost(self._fd, exc)
+
+
+def _worker_pipes() -> tuple[list[int], list[int]]:
+    """Pipes for a worker's stdin, stdout and stderr: (its ends, ours)."""
+    pipes: list[tuple[int, int]] = []
+    try:
+        for _ in range(3):
+            pipes.append(os.pipe())  # noqa: PERF401 - keeps those made on error
+    except BaseException:  # out of descriptors, say: leak none
+        for read_end, write_end in pipes:
+            os.close(read_end)
+            os.close(write_end)
+        raise
+    (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w) = pipes
+    return [stdin_r, out_w, err_w], [stdin_w, out_r, err_r]
 
 
 def forkserver_key(spec: XSpec) -> tuple[str, ...] | None:
