@@ -22,16 +22,57 @@ With ``keep_stdin`` the command's input is a pipe that stays open, empty,
 until the command is stopped, when it is closed first: this is how the
 fleet's tree relays ``ssh`` to a leaf host, whose command stops when its
 input ends (see ``asyncgw.fleet.process``).
+
+No orphans: the command never outlives this interpreter, however it ends
+(asked to exit, SIGTERM, SIGKILL, or its input gone because the link to
+the caller was lost, when the worker leaves with ``os._exit``). The only
+writer of the command's input pipe is this process, so the pipe's end is
+the sign of its death, which no signal handler or exit hook would see
+after a SIGKILL. Without ``keep_stdin`` the command runs under
+:data:`GUARDED`: a watcher subshell in the command's group waits for that
+end and stops the group (SIGTERM, SIGKILL after the grace period), while
+the command itself reads ``/dev/null``. With ``keep_stdin`` the command
+(a relayed ``ssh``) reads that pipe itself and stops when it ends. Only
+POSIX ``sh`` and process groups are needed, so this holds on Linux, macOS
+and the BSDs alike; ``PR_SET_PDEATHSIG`` was not used: it is Linux-only,
+reaches only the direct child (not what the shell starts), and fires when
+the *thread* that forked exits, and the worker forks from its threads. A
+process that leaves the group (``setsid``, a daemon) is not followed, nor
+is what a command left behind after ending by itself (``nohup ... &``).
 """
 
 import os
+import shlex
 import signal
 import subprocess
 import threading
 from typing import Any
 
-#: Bytes per read from the command's output.
-CHUNK = 65536
+#: Bytes per read from the command's output: large reads are fewer
+#: messages, which is what output throughput costs on both sides.
+CHUNK = 256 * 1024
+
+#: How the command runs without ``keep_stdin``: a watcher subshell takes the
+#: shell's input (the pipe only this interpreter writes, and never does)
+#: and the command reads /dev/null. When the input ends and the shell (or
+#: the command it became by ``exec``) still runs, this interpreter is gone
+#: without having stopped it: the watcher sends SIGTERM to the group, then
+#: SIGKILL once the shell has ended or after the grace period. If the shell
+#: has ended, the command finished by itself and the watcher just leaves.
+#: The shell waits for its foreground command on SIGTERM (the trap), so
+#: the command gets its grace period. It costs a fork per command.
+GUARDED = (
+    "exec 3<&0; {{ while read -r _; do :; done; kill -0 $$ 2>/dev/null || exit 0; "
+    "trap '' TERM; kill -TERM 0; n={ticks}; "
+    'while [ "$n" -gt 0 ] && kill -0 $$ 2>/dev/null; do sleep 0.1; n=$((n - 1)); done; '
+    "kill -KILL 0; }} <&3 >/dev/null 2>&1 & exec 3<&-; trap 'exit 143' TERM; "
+    "eval {command} </dev/null"
+)
+
+
+def guarded(cmd: str, grace: float) -> str:
+    """The command line that runs ``cmd`` under :data:`GUARDED`."""
+    return GUARDED.format(ticks=max(1, round(grace * 10)), command=shlex.quote(cmd))
 
 
 def _pump(channel: Any, stream: Any, tag: str) -> None:
@@ -87,14 +128,19 @@ def _watch(channel: Any, process: Any, grace: float, ended: Any) -> None:
 def run(channel: Any) -> None:
     cmd, options = channel.receive()
     grace = float(options.get("kill_grace", 2.0))
+    keep_stdin = bool(options.get("keep_stdin"))
     process = subprocess.Popen(
-        cmd,
+        cmd if keep_stdin else guarded(cmd, grace),
         shell=True,
-        stdin=subprocess.PIPE if options.get("keep_stdin") else subprocess.DEVNULL,
+        # Both ways, a pipe only we hold: its end is our death (see above).
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+    guard = process.stdin
+    if not keep_stdin:
+        process.stdin = None  # not the command's input: _stop signals instead
     ended = threading.Event()
     channel.send(("pid", process.pid))
     pumps = [
@@ -107,6 +153,11 @@ def run(channel: Any) -> None:
     watcher.start()
     status = process.wait()
     ended.set()
+    if guard is not None:
+        try:
+            guard.close()  # the shell has ended: its watcher leaves
+        except OSError:
+            pass
     for pump in pumps:
         pump.join()
     channel.send(("x", status))
