@@ -1,0 +1,57 @@
+"""How many items go in one chunk, when the caller did not say.
+
+A chunk costs a message each way and a wake-up on each side, about as much
+as a trivial task itself many times over; a chunk too large leaves the
+other gateways idle at the end of a map and keeps results back. So the
+size is chosen per function from what its chunks cost on the far side:
+
+- a function not measured yet goes one item at a time, so that slow tasks
+  spread over every gateway from the start;
+- then chunks aim at :data:`TARGET_SECONDS` of remote work each, from a
+  running average of the seconds per item the far side reports;
+- never more than :data:`MAX_ITEMS`, and never more than a share of what
+  is waiting (:data:`SHARES` chunks per gateway), so the last items still
+  spread over every gateway.
+
+Pure arithmetic: no I/O, no event loop.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MAX_ITEMS", "SHARES", "TARGET_SECONDS", "ChunkSizer"]
+
+#: Seconds of remote work a chunk aims at.
+TARGET_SECONDS = 0.02
+#: Items in a chunk at most.
+MAX_ITEMS = 4096
+#: Chunks per gateway what is waiting is cut into, at least.
+SHARES = 4
+#: Weight of the newest measurement in the running average.
+_WEIGHT = 0.3
+
+
+class ChunkSizer:
+    """Chunk sizes for the functions of one pool."""
+
+    def __init__(self) -> None:
+        self._per_item: dict[int, float] = {}  # function number -> seconds per item
+
+    def measured(self, function: int, items: int, seconds: float) -> None:
+        """A chunk of ``items`` items of ``function`` ran ``seconds`` remotely."""
+        if items <= 0:
+            return
+        sample = max(seconds, 0.0) / items
+        known = self._per_item.get(function)
+        self._per_item[function] = (
+            sample if known is None else known + _WEIGHT * (sample - known)
+        )
+
+    def size(self, function: int, waiting: int, gateways: int) -> int:
+        """Items for the next chunk of ``function``, with ``waiting`` items
+        queued in all and ``gateways`` gateways to share them."""
+        per_item = self._per_item.get(function)
+        if per_item is None:
+            return 1
+        wanted = MAX_ITEMS if per_item <= 0 else int(TARGET_SECONDS / per_item)
+        share = -(-waiting // (SHARES * max(gateways, 1)))
+        return max(1, min(wanted, MAX_ITEMS, share))

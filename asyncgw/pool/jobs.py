@@ -1,0 +1,209 @@
+"""Jobs: one ``submit`` or one ``map`` call, and where its results go.
+
+A job holds its items (argument values, as the far side takes them), the
+indices not yet sent (``pending``) and one slot per item for its outcome.
+The scheduler (:mod:`asyncgw.pool.scheduler`) takes indices from
+``pending`` into chunks and reports each outcome with :meth:`Job.settle`;
+the job hands it on: to an asyncio future, a ``concurrent.futures``
+future, or an ordered buffer that ``map`` and ``imap`` read.
+
+Invariants: an item is settled at most once (a late duplicate, after a
+resubmission or a timeout, is dropped); every method is called on the
+pool's event loop, except the readers of :class:`ThreadMapJob`, which
+take its lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .functions import Function
+
+__all__ = ["AsyncFutureJob", "ConcurrentFutureJob", "Job", "MapJob", "ThreadMapJob"]
+
+#: How the far side calls the function on an item: ``fn(item)``,
+#: ``fn(*item)``, ``fn(*item[0], **item[1])``.
+MODE_ONE, MODE_STAR, MODE_KWARGS = 0, 1, 2
+
+PENDING, DONE, FAILED = 0, 1, 2
+
+
+class Job:
+    """Items of one call, all run by the same function in the same way.
+
+    :param function: the function, as registered with the pool.
+    :param mode: one of :data:`MODE_ONE`, :data:`MODE_STAR`, :data:`MODE_KWARGS`.
+    :param items: the argument values, one per task.
+    :param timeout: seconds each task may run (None: no limit).
+    :param chunksize: items per chunk (None: the pool sizes chunks).
+    """
+
+    def __init__(
+        self,
+        function: Function,
+        mode: int,
+        items: list[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> None:
+        self.function = function
+        self.mode = mode
+        self.items = items
+        self.timeout = timeout
+        self.chunksize = chunksize
+        self.pending: deque[int] = deque(range(len(items)))
+        self.states = bytearray(len(items))
+        self.unsettled = len(items)
+        self.cancelled = False
+        #: index -> times it was sent again after its gateway was lost
+        self.resent: dict[int, int] = {}
+        #: index -> (link, chunk id, position) while it is out, for cancels
+        self.where: dict[int, tuple[Any, int, int]] = {}
+        #: Called once when every item is settled (the pool forgets the job).
+        self.on_finished: Callable[[Job], None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.function.name} {len(self.items)} items>"
+
+    def start(self, index: int) -> bool:
+        """The item is about to be sent; False if it must not run
+        (cancelled), in which case it has been settled as such."""
+        return not self.cancelled
+
+    def settle(self, index: int, ok: bool, value: Any) -> None:
+        """Record item ``index``'s result (``ok``) or exception."""
+        if self.states[index] != PENDING:
+            return
+        self.where.pop(index, None)
+        self.deliver(index, ok, value)
+        # After the value: a reader in another thread looks at the state first.
+        self.states[index] = DONE if ok else FAILED
+        self.unsettled -= 1
+        if self.unsettled == 0:
+            self.finish()
+
+    def deliver(self, index: int, ok: bool, value: Any) -> None:
+        """Hand one outcome on (subclasses)."""
+
+    def batch_done(self) -> None:
+        """Outcomes of a chunk were delivered: wake readers once per chunk."""
+
+    def finish(self) -> None:
+        if self.on_finished is not None:
+            self.on_finished(self)
+
+    def cancel_all(self) -> None:
+        """Settle every item not settled yet as cancelled."""
+        self.cancelled = True
+        error = asyncio.CancelledError()
+        for index in range(len(self.items)):
+            if self.states[index] == PENDING:
+                self.settle(index, False, error)
+        self.batch_done()
+
+
+class AsyncFutureJob(Job):
+    """One ``Pool.submit``: its result goes to an asyncio future."""
+
+    def __init__(self, function: Function, mode: int, item: Any, **options: Any) -> None:
+        super().__init__(function, mode, [item], **options)
+        self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    def start(self, index: int) -> bool:
+        if self.future.done():  # cancelled by its awaiter before it went
+            self.cancelled = True
+            self.settle(index, False, asyncio.CancelledError())
+            return False
+        return True
+
+    def deliver(self, index: int, ok: bool, value: Any) -> None:
+        if self.future.done():
+            return
+        if ok:
+            self.future.set_result(value)
+        elif isinstance(value, asyncio.CancelledError):
+            self.future.cancel()
+        else:
+            self.future.set_exception(value)
+
+
+class ConcurrentFutureJob(Job):
+    """One ``Executor.submit``: its result goes to a ``concurrent.futures``
+    future, which turns running when the item is sent (so that ``cancel``
+    succeeds exactly for work that was not sent, as in the stdlib's pools)."""
+
+    def __init__(
+        self, function: Function, mode: int, item: Any, future: concurrent.futures.Future[Any]
+    ) -> None:
+        super().__init__(function, mode, [item])
+        self.future = future
+        self._running = False
+
+    def start(self, index: int) -> bool:
+        if self._running:  # sent again after its gateway was lost
+            return True
+        if self.cancelled or not self.future.set_running_or_notify_cancel():
+            self.cancelled = True
+            self.settle(index, False, None)
+            return False
+        self._running = True
+        return True
+
+    def deliver(self, index: int, ok: bool, value: Any) -> None:
+        future = self.future
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        elif isinstance(value, asyncio.CancelledError) or value is None:
+            if not future.cancel():  # running already: it cannot be cancelled
+                future.set_exception(concurrent.futures.CancelledError())
+        else:
+            future.set_exception(value)
+
+
+class MapJob(Job):
+    """One async ``map``/``imap``: outcomes in a list, readers woken by an event."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.values: list[Any] = [None] * len(self.items)
+        self.completed: deque[int] = deque()  # settled indices, in settling order
+        self.progress = asyncio.Event()
+
+    def deliver(self, index: int, ok: bool, value: Any) -> None:
+        self.values[index] = value
+        self.completed.append(index)
+
+    def batch_done(self) -> None:
+        self.progress.set()
+
+    def finish(self) -> None:
+        self.progress.set()
+        super().finish()
+
+
+class ThreadMapJob(Job):
+    """One ``Executor.map``: outcomes in a list, read by another thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.values: list[Any] = [None] * len(self.items)
+        self.cond = threading.Condition(threading.Lock())
+
+    def deliver(self, index: int, ok: bool, value: Any) -> None:
+        self.values[index] = value
+
+    def batch_done(self) -> None:
+        with self.cond:
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        self.batch_done()
+        super().finish()
