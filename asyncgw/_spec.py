@@ -18,7 +18,7 @@ __all__ = ["XSpec"]
 #: Keys that choose the transport; a spec has exactly one.
 TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd", "docker", "kubectl", "sudo"}
 #: Keys that take no value (``popen``, not ``popen=x``).
-FLAG_KEYS = {"popen", "dont_write_bytecode", "forward_logs"}
+FLAG_KEYS = {"popen", "dont_write_bytecode", "forward_logs", "socket_plaintext"}
 #: Keys that may stand alone or take a value (``sudo`` or ``sudo=user``).
 OPTIONAL_VALUE_KEYS = {"sudo", "socket"}
 #: Options understood by every transport, or reserved for the transports
@@ -36,6 +36,9 @@ OPTION_KEYS = {
     "ssh_jump",
     "ssh_keepalive",
     "socket_secret_file",
+    "socket_fingerprint",
+    "socket_known_servers",
+    "socket_plaintext",
     "installvia",
     "connect_timeout",
     "max_frame",
@@ -84,6 +87,12 @@ class XSpec:
     ssh_jump: str | None = None
     ssh_keepalive: str | None = None
     socket_secret_file: str | None = None
+    #: The socket server's certificate fingerprint, ``SHA256:...``.
+    socket_fingerprint: str | None = None
+    #: A file of ``host:port SHA256:...`` lines (default ~/.asyncgw/known_servers).
+    socket_known_servers: str | None = None
+    #: No TLS: for a ``--plaintext`` server on loopback.
+    socket_plaintext: bool | None = None
     installvia: str | None = None
     connect_timeout: str | None = None
     max_frame: str | None = None

@@ -1,4 +1,8 @@
-"""Start an asyncgw socket server as a real subprocess, for tests."""
+"""Start an asyncgw socket server as a real subprocess, for tests.
+
+The server runs ``python -m asyncgw serve`` with its certificate and key in
+the test's directory (made on first start) and its log in a file there, so
+that no pipe it writes to can fill and stall it."""
 
 from __future__ import annotations
 
@@ -19,9 +23,19 @@ class Server:
     process: subprocess.Popen[str]
     address: str
     secret_file: Path
+    #: ``SHA256:...`` as the server printed it; "" in plaintext.
+    fingerprint: str
+    log: Path
 
     def spec(self) -> str:
-        return f"socket={self.address}//socket_secret_file={self.secret_file}"
+        """A spec that reaches this server, its fingerprint pinned."""
+        pin = (
+            f"//socket_fingerprint={self.fingerprint}" if self.fingerprint else "//socket_plaintext"
+        )
+        return f"socket={self.address}//socket_secret_file={self.secret_file}{pin}"
+
+    def log_text(self) -> str:
+        return self.log.read_text()
 
 
 @contextlib.contextmanager
@@ -29,22 +43,29 @@ def socket_server(directory: Path, *args: str) -> Iterator[Server]:
     secret_file = directory / "secret"
     secret_file.write_text(SECRET)
     secret_file.chmod(0o600)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "asyncgw", "serve", "--port", "0", "--secret-file", str(secret_file),
-         *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=dict(os.environ, PYTHONWARNINGS="error"),
-    )  # fmt: skip
+    log = directory / "server.log"
+    tls = (
+        []
+        if "--plaintext" in args
+        else ["--cert", str(directory / "cert.pem"), "--key", str(directory / "key.pem")]
+    )
+    with open(log, "w") as log_stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "asyncgw", "serve", "--port", "0",
+             "--secret-file", str(secret_file), *tls, *args],
+            stdout=subprocess.PIPE,
+            stderr=log_stream,
+            text=True,
+            start_new_session=True,
+            env=dict(os.environ, PYTHONWARNINGS="error"),
+        )  # fmt: skip
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
-        assert line.startswith("listening on "), line + (
-            process.stderr.read() if process.stderr else ""
-        )
-        yield Server(process, line.split()[-1], secret_file)
+        assert line.startswith("listening on "), line + log.read_text()
+        second = process.stdout.readline().split()
+        fingerprint = second[1] if second[:1] == ["fingerprint"] else ""
+        yield Server(process, line.split()[-1], secret_file, fingerprint, log)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # the server and its workers

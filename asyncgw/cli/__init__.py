@@ -38,8 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse(argv)
         if args.command == "serve":
             from .. import server
+            from .._certgen import make_cert
 
-            server.main(args.serve_argv)
+            server.main(args.serve_argv, make_cert=make_cert)
             return 0
         return asyncio.run(_run(args))
     except UsageError as exc:
