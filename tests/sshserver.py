@@ -3,6 +3,7 @@
 It authenticates with a generated user key, runs each exec request's
 command under ``/bin/sh -c`` as a local child and pumps its streams
 explicitly; it counts connections and sessions so tests can check sharing.
+It has no SFTP subsystem unless given one (``sftp_factory``).
 """
 
 from __future__ import annotations
@@ -103,8 +104,15 @@ async def _run(stats: Stats, process: asyncssh.SSHServerProcess[bytes]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def ssh_server(keys: Keys) -> AsyncIterator[tuple[int, Stats]]:
-    """A listening server on a free loopback port: ``(port, stats)``."""
+async def ssh_server(
+    keys: Keys, sftp_factory: type[asyncssh.SFTPServer] | None = None
+) -> AsyncIterator[tuple[int, Stats]]:
+    """A listening server on a free loopback port: ``(port, stats)``.
+
+    :param sftp_factory: an SFTP subsystem to serve; by default there is
+        none (a session asking for one fails, as on a host whose sshd has
+        no ``Subsystem sftp``).
+    """
     stats = Stats()
     server = await asyncssh.create_server(
         lambda: _Server(stats),
@@ -113,6 +121,7 @@ async def ssh_server(keys: Keys) -> AsyncIterator[tuple[int, Stats]]:
         server_host_keys=[keys.host_key],
         authorized_client_keys=str(keys.directory / "id_user.pub"),
         process_factory=lambda process: _run(stats, process),
+        sftp_factory=sftp_factory,
         encoding=None,
     )
     port = server.sockets[0].getsockname()[1]

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 from .. import Channel, ChannelError, Gateway, GatewayError, RemoteError
 from ..remote import rsync as _remote
+from ..remote.entries import shipped_with
 
 __all__ = ["BLOCK_SIZE", "Progress", "RSync"]
 
@@ -39,6 +40,9 @@ Progress = Callable[[str, str, int, int], object]
 #: A manifest entry: ("d", rel, mode, names), ("f", rel, mode, mtime_ns,
 #: size) or ("l", rel, target, rebase).
 _Entry = tuple[Any, ...]
+
+#: The receiving end, with the entry checks shipped ahead of it.
+_REMOTE_SOURCE = shipped_with(_remote)
 
 #: What ends one target's part (and only that target's): the others go on.
 _TARGET_ERRORS = (ChannelError, GatewayError, OSError)
@@ -109,6 +113,7 @@ class RSync:
         self._verbose = verbose
         self._callback = callback
         self._targets: list[_Target] = []
+        self._unread: list[OSError] = []  # of the current send()
 
     # -- hooks
 
@@ -171,6 +176,10 @@ class RSync:
         :raises OSError: if there are no targets and ``raises`` is true, or
             if the source tree cannot be read.
         :raises ValueError: for a file type that cannot be synchronised.
+        :raises OSError: the first one, if a file in the walk could not be
+            read when its turn came (it vanished, or became unreadable):
+            everything else is completed first, the targets keep their copy
+            of that file, and each further such file is added as a note.
         :raises RemoteError: if a target failed (e.g. permission denied
             there); the other targets are completed first, and the errors
             of further failed targets are added as notes.
@@ -180,6 +189,7 @@ class RSync:
         leaving the files already written and removing a partly written one.
         """
         targets, self._targets = self._targets, []
+        self._unread = []
         if not targets:
             if raises:
                 raise OSError("no targets available, maybe you are trying call send() twice?")
@@ -211,10 +221,21 @@ class RSync:
             error.add_note(f"rsync to {failed[0].gateway.id}:{failed[0].destdir} failed")
             for other in failed[1:]:
                 error.add_note(f"{other.gateway.id} failed too: {other.error!r}")
+            for unread in self._unread:
+                error.add_note(f"not sent, could not be read: {unread}")
             raise error
+        if self._unread:
+            first = self._unread[0]
+            first.add_note(
+                "a source file could not be read during the sync (it vanished or became"
+                " unreadable after the walk); the targets keep their copy of it"
+            )
+            for unread in self._unread[1:]:
+                first.add_note(f"not sent either: {unread}")
+            raise first
 
     async def _start(self, target: _Target) -> None:
-        target.channel = target.gateway.remote_exec(_remote)
+        target.channel = target.gateway.remote_exec(_REMOTE_SOURCE)
         options = {"delete": target.delete, "block": BLOCK_SIZE}
         await target.channel.send((target.destdir, options))
 
@@ -291,7 +312,8 @@ class RSync:
             while source.end is None:
                 try:
                     data, digest = await asyncio.to_thread(source.read)
-                except OSError:  # unreadable, or gone since the walk: targets keep theirs
+                except OSError as exc:  # unreadable, or gone since the walk: targets keep theirs
+                    self._unread.append(exc)
                     for target in receivers:
                         await self._deliver(target, None)
                     return

@@ -3,7 +3,8 @@
 ``Put(hosts, local_files, remote_location)`` copies files and trees to
 each host, ``Get(hosts, remote_files, local_location)`` from each host,
 ``scp -r`` style, keeping modes and modification times: over SFTP on the
-host's shared SSH connection, or through a gateway. ``{{{host}}}`` and
+host's shared SSH connection (through a gateway over an exec channel of
+that connection if the host has no SFTP subsystem), or through a gateway. ``{{{host}}}`` and
 ``{{expression}}`` are substituted in every path. A put reads each
 source once for all the hosts that get the same sources.
 """
@@ -16,9 +17,9 @@ from typing import Any
 from ..files.putget import (
     Broadcast,
     GatewaySink,
-    SftpSink,
+    HostSink,
     Sink,
-    get_sftp,
+    get_host,
     get_through_gateway,
 )
 from ..transports import sshpool
@@ -88,6 +89,9 @@ class _Transfer(Action):
         self._keep(slot)
         return slot
 
+    def _timeout(self, target: Host) -> float:
+        return float(resolve_params(target, self.connection_params)["connect_timeout"])
+
 
 class Put(_Transfer):
     """Copy ``local_files`` (files or trees) to ``remote_location`` on
@@ -123,7 +127,13 @@ class Put(_Transfer):
 
     def _sink(self, target: Target, location: str, sources: int) -> Sink:
         if isinstance(target, Host):
-            return SftpSink(lambda: self._slot(target), location, self.create_dirs, sources)
+            return HostSink(
+                lambda: self._slot(target),
+                location,
+                self.create_dirs,
+                sources,
+                self._timeout(target),
+            )
         return GatewaySink(target, location, self.create_dirs, sources)
 
     async def _transfer(self, index: int, process: TransferProcess) -> None:
@@ -139,7 +149,7 @@ class Put(_Transfer):
             if not opened:
                 broadcast.drop()
             process.transferred = sink.written
-            sink.close()
+            await sink.close()
 
 
 class Get(_Transfer):
@@ -169,7 +179,7 @@ class Get(_Transfer):
         if isinstance(target, Host):
             slot = await self._slot(target)
             try:
-                await get_sftp(slot, paths, location, self.create_dirs)
+                await get_host(slot, paths, location, self.create_dirs, self._timeout(target))
             finally:
                 slot.release()
         else:

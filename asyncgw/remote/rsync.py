@@ -25,6 +25,15 @@ execnet does) so that a later sync can write into them. A file is written
 to a temporary file beside it and renamed over the old one, so read-only
 files are replaced and a reader never sees half a file; the mode and mtime
 are set before the rename.
+
+Whatever the stream holds, nothing is written outside ``destdir``: every
+name goes through :func:`asyncgw.remote.entries.entry_path` when its entry
+arrives and again just before a file is written (a later entry may have
+replaced a directory on the way by a symlink); ``""`` names the root only
+as the first entry; modes, times, sizes and the items of a file's stream
+are checked for their type. A refused entry ends the run with
+:class:`~asyncgw.remote.entries.UnsafeEntry` naming it. Shipped with the
+source of :mod:`asyncgw.remote.entries` ahead of this one.
 """
 
 from __future__ import annotations
@@ -35,6 +44,17 @@ import os
 import stat
 import tempfile
 from typing import Any
+
+try:
+    from .entries import (
+        UnsafeEntry,
+        checked_mode,
+        checked_number,
+        entry_names,
+        entry_path,
+    )
+except ImportError:  # shipped as source: entries.py's source came ahead of ours
+    pass
 
 #: Entries or requests per message.
 BATCH = 1000
@@ -84,13 +104,17 @@ class Receiver:
         self.destdir = destdir
         self.delete = bool(options.get("delete"))
         self.block = int(options["block"])
-        self.wanted: list[tuple[int, str, bool]] = []  # (index, path, hashed)
+        self.wanted: list[tuple[int, str, bool]] = []  # (index, rel, hashed)
         self.requests: list[tuple[int, list[bytes] | None]] = []
 
-    def path_of(self, rel: str) -> str:
-        if not rel:
+    def path_of(self, rel: Any, index: int = 1) -> str:
+        """Where entry ``rel`` goes (the root, ``""``, only as entry 0).
+
+        :raises UnsafeEntry: for a name that could lead elsewhere.
+        """
+        if rel == "" and index == 0:
             return self.destdir
-        return os.path.join(self.destdir, *rel.split("/"))
+        return entry_path(self.destdir, entry_names(rel), rel)
 
     def run(self) -> None:
         index = 0
@@ -103,31 +127,58 @@ class Receiver:
                 index += 1
         self.flush_requests()
         self.channel.send(("listed", len(self.wanted)))
-        for index, path, hashed in self.wanted:
-            self.receive_file(path, hashed)
+        for index, rel, hashed in self.wanted:
+            self.receive_file(self.file_path(rel, index), hashed)
             self.channel.send(("ack", index))
         self.channel.send(("done", None))
 
     # -- the tree
 
-    def apply(self, index: int, entry: tuple[Any, ...]) -> None:
+    def file_path(self, rel: str, index: int) -> str:
+        """The path of a wanted file, checked again as it is written: it
+        must still lead through directories only, to a regular file or
+        nothing."""
+        path = self.path_of(rel, index)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return path
+        if not stat.S_ISREG(mode):
+            raise UnsafeEntry("refused entry %r: replaced by another entry before written" % rel)
+        return path
+
+    def apply(self, index: int, entry: Any) -> None:
+        if not isinstance(entry, (tuple, list)) or len(entry) not in (4, 5):
+            raise UnsafeEntry("refused item %.200r: not an entry" % (entry,))
         kind, rel = entry[0], entry[1]
-        path = self.path_of(rel)
+        if kind == "d" and len(entry) == 4:
+            mode = checked_mode(entry[2], rel)
+            names = entry[3]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise UnsafeEntry("refused entry %r: bad names %.200r" % (rel, names))
+        elif kind == "f" and len(entry) == 5:
+            mode = checked_mode(entry[2], rel)
+            mtime_ns = checked_number(entry[3], rel, "mtime")
+            size = checked_number(entry[4], rel, "size")
+        elif kind == "l" and len(entry) == 4:
+            target, rebase = entry[2], entry[3]
+            if not isinstance(target, str) or "\x00" in target or not target:
+                raise UnsafeEntry("refused entry %r: bad link target %.200r" % (rel, target))
+            if rebase:  # a path inside the tree: plain names, like an entry's
+                target = os.path.join(self.destdir, *entry_names(target))
+        else:
+            raise UnsafeEntry("refused entry %.200r: unknown kind or shape" % (entry,))
+        path = self.path_of(rel, index)
         try:
             st: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:
             st = None
         if kind == "d":
-            self.apply_directory(path, st, entry[2], entry[3])
+            self.apply_directory(path, st, mode, names)
         elif kind == "f":
-            self.apply_file(index, path, st, entry[2], entry[3], entry[4])
-        elif kind == "l":
-            target = entry[2]
-            if entry[3]:
-                target = os.path.join(self.destdir, *target.split("/"))
-            self.apply_link(path, st, target)
+            self.apply_file(index, rel, path, st, mode, mtime_ns, size)
         else:
-            raise ValueError(f"unknown entry kind {kind!r}")
+            self.apply_link(path, st, target)
 
     def apply_directory(
         self, path: str, st: os.stat_result | None, mode: int, names: list[str]
@@ -149,6 +200,7 @@ class Receiver:
     def apply_file(
         self,
         index: int,
+        rel: str,
         path: str,
         st: os.stat_result | None,
         mode: int,
@@ -164,7 +216,7 @@ class Receiver:
                     os.chmod(path, mode)
                 return  # up to date
             hashes = hash_blocks(path, self.block)
-        self.wanted.append((index, path, hashes is not None))
+        self.wanted.append((index, rel, hashes is not None))
         self.requests.append((index, hashes))
         if len(self.requests) >= BATCH:
             self.flush_requests()
@@ -200,7 +252,9 @@ class Receiver:
                             old = cleanup.enter_context(open(path, "rb"))
                             copy(old, new, kept)
                     new.write(item)
-                elif isinstance(item, int):
+                elif isinstance(item, int) and not isinstance(item, bool):
+                    if item < 0:
+                        raise UnsafeEntry("refused entry %r: keep %d bytes" % (path, item))
                     if new is None:
                         kept += item
                     else:
@@ -210,9 +264,12 @@ class Receiver:
                         copy(old, new, item)
                 elif item is None:  # the source was unreadable: leave ours
                     return
-                else:
-                    mode, mtime_ns = item
+                elif isinstance(item, (tuple, list)) and len(item) == 2:
+                    mode = checked_mode(item[0], path)
+                    mtime_ns = checked_number(item[1], path, "mtime")
                     break
+                else:
+                    raise UnsafeEntry("refused entry %r: %.200r among its blocks" % (path, item))
             if new is None:
                 if hashed:  # same content: only the metadata moves
                     os.chmod(path, mode)
