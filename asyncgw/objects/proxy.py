@@ -107,7 +107,12 @@ class ObjectService:
 
     def _reply(self, message: Any) -> None:
         if message is _END:
-            self._end(GatewayLost(f"the object service of {self.gateway.id} ended"))
+            # The gateway going ends the channel with GatewayLost; the service
+            # failing (it should not) closes it with its traceback: say which.
+            error = self.channel._error
+            if not isinstance(error, RemoteError):
+                error = GatewayLost(f"the object service of {self.gateway.id} ended")
+            self._end(error)
             return
         rid, status, value = message
         future = self._pending.pop(rid, None)
@@ -219,7 +224,9 @@ def map_leaves(value: Any, convert: Callable[[Any], Any]) -> Any:
 
 
 def _reference(value: Any) -> Any:
-    return (REF, value._oid) if isinstance(value, Proxy) else value
+    if isinstance(value, Proxy):
+        return (REF, value._live_oid())
+    return value
 
 
 def _encode(value: Any) -> Any:
@@ -255,9 +262,9 @@ class Chain:
             # The common case, a method call, in a flat message.
             _, name = path[0]
             _, args, kwargs = path[1]
-            oid = self._proxy._oid
+            oid = self._proxy._live_oid()
             return "call", ((oid, name, args, kwargs) if kwargs else (oid, name, args))
-        return "eval", (self._proxy._oid, [list(step) for step in path])
+        return "eval", (self._proxy._live_oid(), [list(step) for step in path])
 
     async def _evaluate(self) -> Any:
         service = self._proxy._service
@@ -315,8 +322,21 @@ class Proxy:
     def __repr__(self) -> str:
         return f"<Proxy {self._typename} #{self._oid} on {self._service.gateway.id}>"
 
+    def _live_oid(self) -> int:
+        """The remote object's id, for a request that uses it.
+
+        :raises ReferenceError: once the proxy was closed (its object released).
+        """
+        if not self._finalizer.alive:
+            raise ReferenceError(f"{self!r} was closed: its remote object is released")
+        return self._oid
+
     async def close(self) -> None:
-        """Release the remote object now (the proxy is unusable after)."""
+        """Release the remote object now. The proxy is unusable after: a
+        call or read through it, or passing it as an argument, raises
+        ``ReferenceError`` (a remote call that names a released object by
+        other means raises a :class:`~asyncgw.RemoteError` of type
+        ``ReferenceError``)."""
         if self._finalizer.detach() is not None and self._service.dead is None:
             await self._service._send_quietly((0, "release", [self._oid]))
 

@@ -31,6 +31,15 @@ for generators and async generators. Arguments may hold references as
 ``("__asyncgw_ref__", oid)``. Each request is answered by the worker's
 reader itself, inline (see :class:`Service`); coroutines run on the
 service's event loop, where a ``cancel`` cancels them.
+
+Invariants, whatever the objects do: every request with a ``rid`` gets one
+reply, and no failure of one request ends the service. A result the wire
+cannot carry (over ``max_frame``, ...) is answered as that call's error; an
+exception is described without trusting it (its ``str``, ``repr`` or
+traceback formatting may raise, or be huge: each part falls back, and is
+cut to fit the frame); a generator that raises first delivers the items it
+yielded, and its error comes with the next batch; an unknown object id (a
+released object) is a ``ReferenceError`` that says so.
 """
 
 import asyncio
@@ -47,6 +56,45 @@ REF = "__asyncgw_ref__"
 _END = object()  # the channel's endmarker: the caller closed the service
 _PLAIN = (type(None), bool, int, float, complex, str, bytes)
 _CONTAINERS = (list, tuple, dict, set, frozenset)
+#: Of the frame's room, at most this share for each text of an error reply.
+_TEXT_SHARE = 4
+
+
+def _safe_text(make: Any, fallback: str) -> str:
+    """``make()`` as an exact ``str``, or ``fallback`` if it raises (anything)."""
+    try:
+        text = make()
+        if isinstance(text, str):
+            return str.__str__(text)  # a str subclass could still misbehave
+    except BaseException:
+        pass
+    return fallback
+
+
+def _clip(text: str, limit: int) -> str:
+    """``text`` with its middle cut out if its UTF-8 exceeds ``limit`` bytes."""
+    if len(text) * 4 <= limit or len(text.encode("utf-8", "surrogatepass")) <= limit:
+        return text
+    marker = "\n[... cut to fit max_frame ...]\n"
+    keep = max(0, (limit - len(marker)) // 8)  # up to 4 bytes a character, two ends
+    return text[:keep] + marker + text[len(text) - keep :]
+
+
+def describe(exc: BaseException, limit: int, note: str = "") -> Tuple[str, str, str]:
+    """``(type name, message, traceback)`` of ``exc`` for an error reply,
+    each part safe to make and to send: an exception's ``__str__``,
+    ``__repr__``, its type's name or its traceback's formatting may raise
+    or return anything; each text is cut to ``limit`` bytes."""
+    name = _safe_text(lambda: type(exc).__name__, "BaseException")
+    message = _safe_text(lambda: str(exc), "")
+    if not message:
+        message = _safe_text(lambda: repr(exc), "<%s: str() and repr() failed>" % name)
+    formatted = _safe_text(
+        lambda: "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)), ""
+    )
+    if not formatted:
+        formatted = "%s: %s\n" % (name, message)
+    return (_clip(name, 200), _clip(note + message, limit), _clip(note + formatted, limit))
 
 
 def _is_value(obj: Any, depth: int = 0) -> bool:
@@ -75,8 +123,23 @@ class Service:
         self.ids = itertools.count(1)
         self.lock = threading.Lock()
         self.running = {}  # type: dict[int, Any]
+        # Iterators that raised after yielding: their error, for the next request.
+        self.failures = {}  # type: dict[int, BaseException]
         self.loop = None  # type: Any
         self.ended = threading.Event()
+
+    def get(self, oid: Any) -> Any:
+        """The object ``oid`` names.
+
+        :raises ReferenceError: for an id the table does not hold (the
+            object was released).
+        """
+        try:
+            return self.objects[oid]
+        except (KeyError, TypeError):
+            raise ReferenceError(
+                "no remote object #%r here: it was released (or never existed)" % (oid,)
+            ) from None
 
     def keep(self, obj: Any) -> int:
         oid = next(self.ids)
@@ -95,7 +158,7 @@ class Service:
             return value
         if type(value) is tuple:
             if len(value) == 2 and value[0] == REF:
-                return self.objects[value[1]]
+                return self.get(value[1])
             return tuple(self.resolve(item) for item in value)
         if type(value) is list:
             return [self.resolve(item) for item in value]
@@ -108,7 +171,10 @@ class Service:
         if request is _END:
             self.ended.set()
             return
-        rid, op, payload = request
+        try:
+            rid, op, payload = request
+        except (TypeError, ValueError):
+            return  # not a request of ours: nobody to answer
         if op == "release" and not rid:
             self.op_release(rid, payload)
         elif op == "cancel":
@@ -119,17 +185,27 @@ class Service:
             self.answer(rid, op, payload)
 
     def answer(self, rid: int, op: str, payload: Any) -> None:
+        """Run one request and send its reply: its result, or its error."""
+        limit = self.channel._worker.max_frame // _TEXT_SHARE
         try:
             reply = (rid, "ok", self.ops[op](self, rid, payload))  # type: ignore[attr-defined]
         except BaseException as exc:
             if isinstance(exc, concurrent.futures.CancelledError):
                 reply = (rid, "err", ("CancelledError", "cancelled remotely", ""))
             else:
-                text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-                reply = (rid, "err", (type(exc).__name__, str(exc), text))
+                reply = (rid, "err", describe(exc, limit))
         try:
             self.channel.send(reply)
-        except Exception:
+            return
+        except BaseException as exc:
+            if self.channel.isclosed():
+                return  # the caller is gone
+            # The reply could not be encoded (too big for max_frame, a value
+            # the wire refuses): that is this call's error, not a silence.
+            error = describe(exc, limit, "the reply could not be sent: ")
+        try:
+            self.channel.send((rid, "err", error))
+        except BaseException:
             pass  # the caller is gone
 
     def wait(self, rid: int, awaitable: Any) -> Any:
@@ -160,7 +236,7 @@ class Service:
 
     def op_call(self, rid: int, payload: Any) -> Any:
         """The common case, ``(oid, name, args[, kwargs])``: a method call."""
-        function = getattr(self.objects[payload[0]], payload[1])
+        function = getattr(self.get(payload[0]), payload[1])
         kwargs = payload[3] if len(payload) > 3 else None
         return self.result(self.call(rid, function, payload[2], kwargs))
 
@@ -183,7 +259,7 @@ class Service:
 
     def op_eval(self, rid: int, payload: Any) -> Any:
         oid, path = payload
-        obj = self.objects[oid]
+        obj = self.get(oid)
         for step in path:
             if step[0] == "getattr":
                 obj = getattr(obj, step[1])
@@ -198,24 +274,37 @@ class Service:
         return self.result(obj)
 
     def op_next(self, rid: int, payload: Any) -> Any:
+        """Up to ``count`` items. If the iterator raises after yielding
+        some, those items are the reply and its error is kept for the next
+        request: nothing it yielded is lost."""
         iid, count = payload
-        iterator = self.objects[iid]
+        iterator = self.get(iid)
+        failure = self.failures.pop(iid, None)
+        if failure is not None:
+            self.objects.pop(iid, None)
+            raise failure
         items = []  # type: list[Any]
         done = False
-        if inspect.isasyncgen(iterator):
+        try:
+            if inspect.isasyncgen(iterator):
 
-            async def take_async() -> bool:
-                for _ in range(count):
-                    try:
-                        items.append(await iterator.__anext__())
-                    except StopAsyncIteration:
-                        return True
-                return False
+                async def take_async() -> bool:
+                    for _ in range(count):
+                        try:
+                            items.append(await iterator.__anext__())
+                        except StopAsyncIteration:
+                            return True
+                    return False
 
-            done = self.wait(rid, take_async())
-        else:
-            items.extend(itertools.islice(iterator, count))
-            done = len(items) < count
+                done = self.wait(rid, take_async())
+            else:
+                items.extend(itertools.islice(iterator, count))
+                done = len(items) < count
+        except BaseException as exc:
+            if not items or isinstance(exc, concurrent.futures.CancelledError):
+                self.objects.pop(iid, None)
+                raise
+            self.failures[iid] = exc  # raised by the next request for iid
         if done:
             self.objects.pop(iid, None)
         if all(_is_value(item) for item in items):
@@ -224,6 +313,7 @@ class Service:
 
     def op_close_iter(self, rid: int, payload: Any) -> Any:
         iterator = self.objects.pop(payload, None)
+        self.failures.pop(payload, None)
         if inspect.isasyncgen(iterator):
             self.wait(rid, iterator.aclose())
         elif inspect.isgenerator(iterator):
@@ -233,6 +323,7 @@ class Service:
     def op_release(self, rid: int, payload: Any) -> Any:
         for oid in payload:
             self.objects.pop(oid, None)
+            self.failures.pop(oid, None)
 
     def op_count(self, rid: int, payload: Any) -> Any:
         return len(self.objects)
