@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_scaling.py [--quick] [--json out.json] [--plot out.png]
+        [--gateways 1,8,...] [--channels 1,100,...] [--output results.txt]
 
 Every sample runs in a fresh interpreter (this script, with ``--point``),
 so that one sample's heap does not hide the next one's growth. Inside it,
@@ -11,12 +12,15 @@ discarded (imports, first-use costs on both sides); then the measured run.
 Memory is read with everything open and idle; the time spent reading it is
 left out of the time.
 
-- **gateways** (1, 8, 32, 128): start N popen gateways (asyncgw:
+- **gateways** (1, 8, 32, 128, 1000): start N popen gateways (asyncgw:
   ``makegateways``, in parallel; execnet: ``makegateway`` in turn, it has no
   parallel start), one round trip on each (all in flight at once), then
-  terminate, which returns once every interpreter is gone. Memory: the
-  caller's RSS growth, and the RSS and PSS summed over every process below
-  the caller (workers, and asyncgw's fork server).
+  terminate, which returns once every interpreter is gone. "up" is the
+  start alone (until every gateway is up). Memory: the caller's RSS
+  growth, and the RSS and PSS summed over every process below the caller
+  (workers, and asyncgw's fork server). At 1000, ``asyncgw Sn1024`` does
+  the same in an interpreter started with the soft ``RLIMIT_NOFILE`` at
+  1024 (``ulimit -Sn 1024``, a common default), which asyncgw raises.
 - **channels** (1, 100, 10 000) on one popen gateway, started before the
   clock starts: open M channels, send one value on each and receive every
   echo (all in flight at once: ``asyncio.gather`` in asyncgw; execnet sends
@@ -63,17 +67,23 @@ from typing import Any
 
 import psutil
 
-GATEWAYS = (1, 8, 32, 128)
+GATEWAYS = (1, 8, 32, 128, 1000)
 CHANNELS = (1, 100, 10_000)
 QUICK_GATEWAYS = (1, 8, 32)
 QUICK_CHANNELS = (1, 100, 1_000)
 REPS = 3
 
 GATEWAY_IMPLS = ("asyncgw", "execnet")
+#: asyncgw in an interpreter started with the soft descriptor limit at
+#: SOFT_LIMIT, at the sizes of LIMITED_SIZES (where it matters).
+LIMITED = "asyncgw Sn1024"
+SOFT_LIMIT = 1024
+LIMITED_SIZES = (1000,)
 CHANNEL_IMPLS = ("asyncgw exec", "asyncgw async", "asyncgw sent", "execnet exec", "execnet sent")
 #: What each implementation is compared with in the ratio column.
 COUNTERPART = {
     "asyncgw": "execnet",
+    LIMITED: "execnet",
     "asyncgw exec": "execnet exec",
     "asyncgw async": "execnet exec",
     "asyncgw sent": "execnet sent",
@@ -130,6 +140,10 @@ class Stopwatch:
         finally:
             self._since = time.perf_counter()
 
+    def lap(self) -> float:
+        """Seconds so far (pauses left out), without stopping."""
+        return self.elapsed + time.perf_counter() - self._since
+
     def stop(self) -> float:
         self.elapsed += time.perf_counter() - self._since
         return self.elapsed
@@ -168,12 +182,16 @@ def check(name: str, got: object, expected: object) -> None:
         raise AssertionError(f"{name}: wrong answer: {got!r:.200} != {expected!r:.200}")
 
 
-async def asyncgw_gateways(count: int, memory: Callable[[], None] | None) -> float:
+async def asyncgw_gateways(
+    count: int, memory: Callable[[], None] | None, up: list[float] | None = None
+) -> float:
     import asyncgw
 
     watch = Stopwatch()
     async with asyncgw.Group(exit_timeout=EXIT_TIMEOUT) as group:
         gateways = await group.makegateways(["popen"] * count)
+        if up is not None:
+            up.append(watch.lap())
 
         async def roundtrip(gateway: asyncgw.Gateway, value: int) -> object:
             channel = gateway.remote_exec(ECHO_PID)
@@ -189,13 +207,17 @@ async def asyncgw_gateways(count: int, memory: Callable[[], None] | None) -> flo
     return watch.stop()
 
 
-def execnet_gateways(count: int, memory: Callable[[], None] | None) -> float:
+def execnet_gateways(
+    count: int, memory: Callable[[], None] | None, up: list[float] | None = None
+) -> float:
     import execnet
 
     watch = Stopwatch()
     group = execnet.Group()
     try:
         gateways = [group.makegateway("popen") for _ in range(count)]
+        if up is not None:
+            up.append(watch.lap())
         channels = [gw.remote_exec(ECHO_PID) for gw in gateways]
         for index, channel in enumerate(channels):
             channel.send(index)
@@ -282,16 +304,17 @@ def run_point(series: str, impl: str, size: int) -> dict[str, float]:
     def memory_from(before: int) -> Callable[[], None]:
         return lambda: found.update(snapshot(before))
 
+    up: list[float] = []
     if series == "gateways" and library == "asyncgw":
 
         async def gateways() -> float:
             await asyncgw_gateways(1, None)
-            return await asyncgw_gateways(size, memory_from(rss()))
+            return await asyncgw_gateways(size, memory_from(rss()), up)
 
         seconds = asyncio.run(gateways())
     elif series == "gateways":
         execnet_gateways(1, None)
-        seconds = execnet_gateways(size, memory_from(rss()))
+        seconds = execnet_gateways(size, memory_from(rss()), up)
     elif library == "asyncgw":
         import asyncgw
 
@@ -317,6 +340,9 @@ def run_point(series: str, impl: str, size: int) -> dict[str, float]:
         finally:
             group.terminate(timeout=EXIT_TIMEOUT)
     left = psutil.Process().children(recursive=True)
+    if up:
+        found.update(up_seconds=up[0])
+    found.update(soft_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     return {"seconds": seconds, **found, "left_in_sample": len(left)}
 
 
@@ -370,10 +396,22 @@ def sweep() -> list[str]:
     return names
 
 
+def lower_soft_limit() -> None:
+    """In a sample's child, before it runs: the soft limit at SOFT_LIMIT."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT_LIMIT, hard))
+
+
 def sample(point: Point, timeout: float) -> tuple[dict[str, float] | None, str | None]:
     """Run one sample in a fresh interpreter: (result, None) or (None, why)."""
     argv = [sys.executable, __file__, "--point", point.series, point.impl, str(point.size)]
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lower_soft_limit if point.impl == LIMITED else None,
+    )
     try:
         out, err = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -394,7 +432,7 @@ def run(sizes: dict[str, tuple[int, ...]], reps: int, progress: Callable[[str], 
         Point(series, size, impl)
         for series, impls in (("gateways", GATEWAY_IMPLS), ("channels", CHANNEL_IMPLS))
         for size in sizes[series]
-        for impl in impls
+        for impl in impls + ((LIMITED,) if series == "gateways" and size in LIMITED_SIZES else ())
     ]
     leftovers: list[str] = []
     for round_ in range(reps):
@@ -440,7 +478,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def render(points: list[Point]) -> str:
     by_key = {(p.series, p.size, p.impl): p for p in points}
     header = [
-        "series", "n", "implementation", "ms", "±", "vs execnet",
+        "series", "n", "implementation", "ms", "±", "vs execnet", "up ms", "up vs",
         "local MiB", "remote RSS MiB", "remote PSS MiB", "remote thr", "local fds",
     ]  # fmt: skip
     rows = []
@@ -449,6 +487,8 @@ def render(points: list[Point]) -> str:
         spread = point.spread("seconds")
         other = by_key.get((point.series, point.size, COUNTERPART.get(point.impl, "")))
         theirs = other.median("seconds") if other else None
+        up = point.median("up_seconds")
+        their_up = other.median("up_seconds") if other else None
         if point.failure and not point.samples:
             rows.append([point.series, str(point.size), point.impl, point.failure])
             continue
@@ -460,6 +500,8 @@ def render(points: list[Point]) -> str:
                 fmt(None if ms is None else ms * 1e3),
                 "-" if spread is None else f"{spread * 100:.0f}%",
                 "-" if ms is None or not theirs else f"{ms / theirs:.2f}",
+                fmt(None if up is None else up * 1e3),
+                "-" if up is None or not their_up else f"{up / their_up:.2f}",
                 fmt(point.median("local_mib"), 2),
                 fmt(point.median("remote_rss_mib")),
                 fmt(point.median("remote_pss_mib")),
@@ -599,6 +641,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="up to 32 gateways, 1000 channels")
     parser.add_argument("--json", metavar="PATH", help="write every sample as JSON")
     parser.add_argument("--plot", metavar="PATH", help="write the 2x2 plot as PNG")
+    parser.add_argument("--gateways", metavar="N,...", help="gateway counts to run (default: all)")
+    parser.add_argument("--channels", metavar="M,...", help="channel counts ('' for none)")
+    parser.add_argument("--output", metavar="PATH", help="also write the table to PATH")
     parser.add_argument("--point", nargs=3, metavar=("SERIES", "IMPL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.point:
@@ -611,6 +656,10 @@ def main(argv: list[str] | None = None) -> int:
         "gateways": QUICK_GATEWAYS if args.quick else GATEWAYS,
         "channels": QUICK_CHANNELS if args.quick else CHANNELS,
     }
+    for series in ("gateways", "channels"):
+        chosen = getattr(args, series)
+        if chosen is not None:
+            sizes[series] = tuple(int(n) for n in chosen.split(",") if n.strip())
     env = environment(sizes, REPS)
 
     def progress(message: str) -> None:
@@ -628,16 +677,26 @@ def main(argv: list[str] | None = None) -> int:
         f"asyncgw {env['asyncgw']} vs execnet {env['execnet']}; Python {env['python']}, "
         f"{env['cpus']} cpus; median of {REPS} fresh runs per point"
     )
-    print(title)
-    print(f"{env['platform']}; nice {env['nice']}; open files limit {env['open_files_limit']}")
-    print(f"total {wall:.0f}s")
-    print()
-    print(render(points))
-    print()
-    print("ms: median; ±: half the min-max range; vs execnet: median ms over execnet's")
-    print("(async is compared with execnet exec). local MiB: the caller's RSS growth;")
-    print("remote RSS/PSS: summed over every process below the caller (asyncgw's fork")
-    print("server included), with everything open; remote thr: their threads.")
+    text = "\n".join(
+        [
+            title,
+            f"{env['platform']}; nice {env['nice']}; open files limit {env['open_files_limit']}",
+            f"total {wall:.0f}s",
+            "",
+            render(points),
+            "",
+            "ms: median; ±: half the min-max range; vs execnet: median ms over execnet's",
+            "(async is compared with execnet exec). up ms: the start alone (until every",
+            f"gateway is up), up vs: its ratio. {LIMITED}: asyncgw started with the soft",
+            f"RLIMIT_NOFILE at {SOFT_LIMIT} (it raises it). local MiB: the caller's RSS growth;",
+            "remote RSS/PSS: summed over every process below the caller (asyncgw's fork",
+            "server included), with everything open; remote thr: their threads.",
+        ]
+    )
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text + "\n")
     if args.json:
         document = {
             "environment": env,
