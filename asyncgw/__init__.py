@@ -31,6 +31,7 @@ from ._group import Group, default_group, makegateway
 from ._spec import XSpec
 from ._wire import dumps, loads
 from .objects.supervision import Death, RestartPolicy
+from .pool import Pool
 
 __version__ = "0.1.0"
 
@@ -54,6 +55,7 @@ __all__ = [
     "HostNotFound",
     "LoadError",
     "MultiChannel",
+    "Pool",
     "ProtocolError",
     "RemoteError",
     "RestartPolicy",

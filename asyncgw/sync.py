@@ -45,6 +45,7 @@ from ._loopthread import run_blocking as _run
 from ._spec import XSpec
 from ._sync_channel import NO_ENDMARKER as NO_ENDMARKER
 from ._sync_channel import Channel, MultiChannel, present
+from ._sync_pool import Executor as Executor
 from ._sync_rsync import RSync
 from ._tasks import run_all
 from .objects.supervision import Death, RestartPolicy

@@ -85,6 +85,7 @@ class Pool:
         self._owned = False
         self._restart = restart
         self._state = "new"
+        self._closed = asyncio.Event()
         if workers is None:
             import os
 
@@ -140,7 +141,10 @@ class Pool:
                 self._group.on_restart(self._restarted)
         except BaseException:
             self._state = "closed"
-            await asyncio.shield(self._stop())
+            try:
+                await asyncio.shield(self._stop())
+            finally:
+                self._closed.set()
             raise
         self._state = "running"
         return self
@@ -150,18 +154,20 @@ class Pool:
             self._scheduler.add_gateway(gateway)
 
     async def close(self, *, cancel: bool = False) -> None:
-        """Let the work given finish (``cancel``: cancel what has not
-        started), end the task loops, and terminate the gateways if the
+        """Let the work given finish (``cancel``: cancel it all; tasks
+        running remotely are told, and abandoned), end the task loops, and terminate the gateways if the
         pool started them. Idempotent. Cancelling the wait cancels the
         work left and still stops the gateways."""
-        if self._state == "closed":
+        if self._state in ("closed", "closing"):
+            await self._closed.wait()
             return
         self._state = "closing"
         scheduler = self._scheduler
         scheduler.closing = True
         try:
             if cancel:
-                scheduler.cancel_waiting()
+                for job in list(scheduler.active):
+                    scheduler.cancel(job)
             await scheduler.idle.wait()
         except BaseException:
             for job in list(scheduler.active):
@@ -169,7 +175,10 @@ class Pool:
             raise
         finally:
             self._state = "closed"
-            await asyncio.shield(self._stop())
+            try:
+                await asyncio.shield(self._stop())
+            finally:
+                self._closed.set()
 
     async def _stop(self) -> None:
         await self._scheduler.close_links()
@@ -259,7 +268,8 @@ class Pool:
         :param timeout: seconds each task may run.
         :param return_exceptions: put each failed task's exception in its
             place instead of raising the first (in order).
-        :raises RemoteError: if a task raised (the first in order).
+        :raises RemoteError: if a task raised (the first to fail; the tasks
+            not started then are cancelled).
         :raises GatewayLost: if a task's gateways were lost.
         :raises TimeoutError: if a task ran out of ``timeout``.
         """
@@ -289,9 +299,11 @@ class Pool:
             if job.unsettled:
                 self._scheduler.cancel(job)
         if not return_exceptions:
-            for index, state in enumerate(job.states):
-                if state == FAILED:
-                    raise job.values[index]
+            failures = [job.values[i] for i, state in enumerate(job.states) if state == FAILED]
+            # The first task's own error, not the cancellations it caused.
+            failures.sort(key=lambda error: isinstance(error, asyncio.CancelledError))
+            if failures:
+                raise failures[0]
         return job.values
 
     def imap(

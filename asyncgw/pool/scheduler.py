@@ -54,7 +54,8 @@ def remote_error(formatted: str) -> RemoteError:
     of its exception (its last line's ``Name:``)."""
     last = formatted.strip().splitlines()[-1:] or [""]
     name = last[0].partition(":")[0].strip()
-    return RemoteError(formatted, name.rpartition(".")[2] if name.isidentifier() or "." in name else None)
+    dotted = name.replace(".", "_")
+    return RemoteError(formatted, name.rpartition(".")[2] if dotted.isidentifier() else None)
 
 
 class Scheduler:
@@ -129,10 +130,17 @@ class Scheduler:
                 if positions:
                     link.send(link.encode((_CANCEL, chunk.number, positions)))
 
-    def cancel_waiting(self) -> None:
-        """Cancel every job still waiting in the queue."""
-        for job in list(self.queue):
-            self.cancel(job)
+    def cancel_unsent(self) -> None:
+        """Cancel every item not sent yet (sent ones go on), as
+        ``Executor.shutdown(cancel_futures=True)`` does."""
+        error = asyncio.CancelledError()
+        while self.queue:
+            job = self.queue.popleft()
+            while job.pending:
+                index = job.pending.popleft()
+                self.waiting -= 1
+                job.settle(index, False, error)
+            job.batch_done()
 
     # -- dispatching
 
