@@ -38,6 +38,7 @@ from asyncgw.files import RSync
 from asyncgw.files.rsync import BLOCK_SIZE
 from asyncgw.fleet import Get, Host, Put
 
+from .realsshd import require_sshd, spawn_sshd, stop_sshd, write_sshd_config
 from .sshserver import Keys, ssh_server
 
 pytestmark = pytest.mark.anyio
@@ -422,6 +423,21 @@ class HostileSftp(asyncssh.SFTPServer):
             yield asyncssh.SFTPName(self.extra, attrs=asyncssh.SFTPAttrs.from_local(os.stat(real)))
 
 
+class FailingSftp(asyncssh.SFTPServer):
+    """Fails reads and writes past the first 64 KiB of a file, as a full
+    disk or a failing one would."""
+
+    def read(self, file_obj: object, offset: int, size: int) -> Any:
+        if offset + size > 65536:
+            raise asyncssh.SFTPFailure("I/O error past 64 KiB")
+        return super().read(file_obj, offset, size)
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> Any:
+        if offset + len(data) > 65536:
+            raise asyncssh.SFTPFailure("No space left past 64 KiB")
+        return super().write(file_obj, offset, data)
+
+
 def params(keys: Keys, port: int) -> dict[str, Any]:
     return {
         "user": "root",
@@ -485,3 +501,66 @@ async def test_put_and_get_work_on_a_host_without_sftp(
         assert (copy / "one.txt").stat().st_mtime == 1_600_000_000
     assert "has no SFTP subsystem" in caplog.text
     assert "exec channel" in caplog.text
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_put_and_get_over_openssh_without_sftp(ssh_keys: Keys, tmp_path: Path) -> None:
+    require_sshd()
+    port = free_port()
+    config = write_sshd_config(ssh_keys, tmp_path, "127.0.0.1", port, "SetEnv SHLVL=1\n")
+    config.write_text(config.read_text().replace("Subsystem sftp internal-sftp\n", ""))
+    server = spawn_sshd(config, tmp_path / "sshd.log")
+    try:
+        assert await until(lambda: sshd_listening(port), timeout=15), (
+            tmp_path / "sshd.log"
+        ).read_text()
+        source = tmp_path / "source.txt"
+        source.write_text("over exec")
+        host = Host("127.0.0.1")
+        async with Put(
+            host, [str(source)], str(tmp_path / "remote"), params(ssh_keys, port),
+            create_dirs=True,
+        ) as put:  # fmt: skip
+            await put.run()
+        assert put.ok, [p.error_reason for p in put.processes]
+        async with Get(
+            host, [str(tmp_path / "remote" / "source.txt")], str(tmp_path / "back"),
+            params(ssh_keys, port), create_dirs=True,
+        ) as get:  # fmt: skip
+            await get.run()
+        assert get.ok, [p.error_reason for p in get.processes]
+    finally:
+        stop_sshd(server)
+    assert (tmp_path / "back" / "source.txt").read_text() == "over exec"
+    assert "subsystem request for sftp" in (tmp_path / "sshd.log").read_text()
+
+
+def sshd_listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+async def test_a_failed_sftp_copy_leaves_no_partial_file(ssh_keys: Keys, tmp_path: Path) -> None:
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(1024 * 1024))
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "back").mkdir()
+    host = Host("127.0.0.1")
+    async with ssh_server(ssh_keys, sftp_factory=FailingSftp) as (port, _):
+        async with Put(host, [str(big)], str(tmp_path / "remote"), params(ssh_keys, port)) as put:
+            await put.run()
+        async with Get(host, [str(big)], str(tmp_path / "back"), params(ssh_keys, port)) as get:
+            await get.run()
+    [put_process], [get_process] = put.processes, get.processes
+    assert "No space left past 64 KiB" in str(put_process.error_reason), put_process.error_reason
+    assert "I/O error past 64 KiB" in str(get_process.error_reason), get_process.error_reason
+    assert os.listdir(tmp_path / "remote") == []  # no partial file, no temporary one
+    assert os.listdir(tmp_path / "back") == []
