@@ -46,6 +46,10 @@ __all__ = ["ForkServer"]
 START_TIMEOUT = 30.0
 #: Seconds a closed fork server has to exit before it is killed.
 EXIT_TIMEOUT = 5.0
+#: Fork requests sent ahead of their replies at most: enough to keep the
+#: fork server busy; each holds 3 more descriptors (the worker's ends of
+#: its pipes) until it is sent, and a few hundred bytes of socket buffer.
+IN_FLIGHT = 16
 
 
 class ForkServer:
@@ -56,8 +60,10 @@ class ForkServer:
         self._control = control
         self._loop = asyncio.get_running_loop()
         self._decoder = FrameDecoder()
-        self._lock = asyncio.Lock()  # one request in flight: replies need no matching
-        self._reply: asyncio.Future[int] | None = None
+        # Requests in flight (by id): the fork server forks the next one
+        # while we read the last one's reply, rather than waiting for us.
+        self._slots = asyncio.Semaphore(IN_FLIGHT)
+        self._replies: dict[int, asyncio.Future[int]] = {}
         self._requests = 0
         self._children: dict[int, _ForkedProcess] = {}
         self._exit_codes: dict[int, int] = {}  # reaped before we knew the pid
@@ -138,31 +144,30 @@ class ForkServer:
             raise
 
     async def _fork(self, config: dict[str, Any], sink: StreamSink) -> PopenTransport:
-        async with self._lock:
+        async with self._slots:
             if self.lost:
                 raise ConnectionError("the fork server is gone")
-            # Made under the lock: only the request in flight holds the
-            # worker's ends of its pipes here, so a group of N workers needs
-            # 3 descriptors a worker and 3 more, not 6 a worker at its start.
+            # Made here, not earlier: only the requests in flight hold the
+            # workers' ends of their pipes, so a group of N workers needs 3
+            # descriptors a worker and a few more, not 6 a worker at its start.
             theirs, ours = _worker_pipes()
+            self._requests += 1
+            request = self._requests
+            reply = self._replies[request] = self._loop.create_future()
             try:
-                self._requests += 1
-                self._reply = self._loop.create_future()
-                frame = encode_frame(DATA, self._requests, dumps(config))
-                socket.send_fds(self._control, [frame], theirs)
+                try:
+                    frame = encode_frame(DATA, request, dumps(config))
+                    socket.send_fds(self._control, [frame], theirs)  # one message: both
+                finally:
+                    for fd in theirs:  # the fork server has its own copies
+                        os.close(fd)
+                pid = await reply
             except BaseException:
                 for fd in ours:
                     os.close(fd)
                 raise
             finally:
-                for fd in theirs:  # the fork server has its own copies now
-                    os.close(fd)
-            try:
-                pid = await self._reply
-            except BaseException:
-                for fd in ours:
-                    os.close(fd)
-                raise
+                self._replies.pop(request, None)
         process = _ForkedProcess(pid)
         self._children[pid] = process
         if pid in self._exit_codes:  # it was gone before its pid came back
@@ -187,20 +192,21 @@ class ForkServer:
                     self._exit_codes[pid] = code
                 else:
                     child.exited(code)
-            elif self._reply is not None and not self._reply.done():
+            elif (reply := self._replies.get(ident)) is not None and not reply.done():
                 if msgtype == CLOSE_ERROR:
                     message = payload.decode("utf-8", "replace")
-                    self._reply.set_exception(OSError(f"the fork server cannot fork: {message}"))
+                    reply.set_exception(OSError(f"the fork server cannot fork: {message}"))
                 else:
-                    self._reply.set_result(loads(payload))
+                    reply.set_result(loads(payload))
 
     def _on_lost(self) -> None:
         if self.lost:
             return
         self.lost = True
         self._loop.remove_reader(self._control.fileno())
-        if self._reply is not None and not self._reply.done():
-            self._reply.set_exception(ConnectionError("the fork server is gone"))
+        for reply in self._replies.values():
+            if not reply.done():
+                reply.set_exception(ConnectionError("the fork server is gone"))
         for child in self._children.values():
             child.watch_pidfd()  # nobody reports their exit now
         self._children.clear()
