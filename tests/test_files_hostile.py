@@ -479,7 +479,7 @@ async def test_put_and_get_work_on_a_host_without_sftp(
     os.chmod(source / "one.txt", 0o640)
     os.utime(source / "one.txt", (1_600_000_000, 1_600_000_000))
     caplog.set_level(logging.INFO, logger="asyncgw")
-    async with ssh_server(ssh_keys) as (port, _):  # no SFTP subsystem
+    async with ssh_server(ssh_keys) as (port, stats):  # no SFTP subsystem
         host = Host("127.0.0.1")
         async with Put(
             host, [str(source / "one.txt"), str(source / "tree")], str(tmp_path / "remote"),
@@ -493,6 +493,8 @@ async def test_put_and_get_work_on_a_host_without_sftp(
         ) as get:  # fmt: skip
             await get.run()
         assert get.ok, [p.error_reason for p in get.processes]
+    # each action: one connection, for the SFTP attempt and the gateway
+    assert stats.connections == 2
     for where in ("remote", "back"):
         copy = tmp_path / where
         assert (copy / "tree" / "sub" / "f.txt").read_text() == "deep"

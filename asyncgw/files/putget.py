@@ -360,7 +360,10 @@ def _no_sftp(exc: asyncssh.ChannelOpenError) -> bool:
 def _gateway_spec(target: SSHTarget, timeout: float) -> str:
     """An ``ssh=`` spec for the same connection as ``target`` (the pool
     shares it: same host, user and options)."""
-    keys = [f"ssh={target}"]
+    host = f"[{target.host}]" if ":" in target.host else target.host  # an IPv6 address
+    user = f"{target.user}@" if target.user else ""
+    port = f":{target.port}" if target.port else ""
+    keys = [f"ssh={user}{host}{port}"]
     keys += [f"{key}={value}" for key, value in target.options if value is not None]
     return "//".join([*keys, f"connect_timeout={timeout}"])
 
