@@ -151,25 +151,20 @@ class _Client(asyncio.Protocol):
     bytes relayed to and from the worker's pipes, with flow control both
     ways."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, peer: object) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.peer: object = None
+        self.peer = peer
         self.buffer = bytearray()
         self.changed: asyncio.Future[None] | None = None
         self.ended = False
         self.worker: asyncio.SubprocessTransport | None = None
-        self.task: asyncio.Task[None] | None = None
 
     # -- the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.peer = transport.get_extra_info("peername")
-        if self.server.tls is not None:
-            # Bytes of the TLS hello must wait in the kernel for start_tls.
-            self.transport.pause_reading()  # type: ignore[union-attr]
-        self.task = self.server.admit(self)
+        self.server.clients.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self.worker is not None:
@@ -302,7 +297,8 @@ class Server:
         self.binding = tls_binding(cert_der) if tls is not None else b""
         self.max_pending = max_pending
         self.handshake_timeout = handshake_timeout
-        self.pending = 0
+        #: Connections being admitted (their tasks), and connections up.
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -323,62 +319,67 @@ class Server:
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         self._ready.set()
-        server = await self._loop.create_server(lambda: _Client(self), sock=listener)
+        listener.setblocking(False)
+        accepting = self._loop.create_task(self._accept(listener))
         try:
             await self._stopped.wait()
         finally:
-            server.close()
+            accepting.cancel()
+            listener.close()
+            for task in list(self.handshakes):
+                task.cancel()
             for client in list(self.clients):
                 if client.transport is not None:
                     client.transport.abort()
-                if client.worker is not None:
-                    client._close_worker_input()
 
-    def admit(self, client: _Client) -> asyncio.Task[None] | None:
-        """Start admitting ``client``, or close it if too many wait already."""
-        assert client.transport is not None
-        if self.pending >= self.max_pending:
-            _log(f"refused {client.peer}: {self.max_pending} connections are authenticating")
-            client.transport.abort()
-            return None
-        self.pending += 1
-        self.clients.add(client)
-        return asyncio.get_running_loop().create_task(self._admit(client))
-
-    async def _admit(self, client: _Client) -> None:
-        admitted = False
-        try:
-            try:
-                await asyncio.wait_for(self._handshake(client), self.handshake_timeout)
-                admitted = True
-            finally:
-                self.pending -= 1
-        except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one before 3.11)
-            _log(f"refused {client.peer}: no handshake within {self.handshake_timeout:g}s")
-        except _Refused as exc:
-            _log(f"refused {client.peer}: {exc}")
-        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
-            _log(f"refused {client.peer}: {type(exc).__name__}: {exc}")
-        if not admitted:
-            self.clients.discard(client)  # a failed TLS handshake tells it nothing
-            if client.transport is not None and not client.transport.is_closing():
-                client.transport.abort()
-            return
-        try:
-            await self._start_worker(client)
-        except OSError as exc:
-            _log(f"client {client.peer}: cannot start a worker: {exc}")
-            if client.transport is not None:
-                client.transport.abort()
-
-    async def _handshake(self, client: _Client) -> None:
+    async def _accept(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, peer = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, say: let some go first
+                _log(f"cannot accept: {exc}")
+                await asyncio.sleep(0.1)
+                continue
+            if len(self.handshakes) >= self.max_pending:
+                _log(f"refused {peer}: {self.max_pending} connections are authenticating")
+                conn.close()
+                continue
+            task = loop.create_task(self._admit(conn, peer))
+            self.handshakes.add(task)
+            task.add_done_callback(self.handshakes.discard)
+
+    async def _admit(self, conn: socket.socket, peer: object) -> None:
+        client = _Client(self, peer)
+        try:
+            await asyncio.wait_for(self._handshake(conn, client), self.handshake_timeout)
+        except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one before 3.11)
+            _log(f"refused {peer}: no handshake within {self.handshake_timeout:g}s")
+        except _Refused as exc:
+            _log(f"refused {peer}: {exc}")
+        except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
+            _log(f"refused {peer}: {type(exc).__name__}: {exc}")
+        else:
+            self.handshakes.discard(asyncio.current_task())
+            try:
+                await self._start_worker(client)
+            except OSError as exc:
+                _log(f"client {peer}: cannot start a worker: {exc}")
+                if client.transport is not None:
+                    client.transport.abort()
+            return
+        if client.transport is None:  # TLS never came up (asyncio has closed it, or will)
+            conn.close()
+        elif not client.transport.is_closing():  # a DENIED goes out before the close
+            client.transport.abort()
+
+    async def _handshake(self, conn: socket.socket, client: _Client) -> None:
+        """TLS (the protocol is connected once it is up), then the challenge."""
+        loop = asyncio.get_running_loop()
+        # TLS from the first byte: no plaintext phase whose reads could
+        # race with an upgrade.
+        await loop.connect_accepted_socket(lambda: client, conn, ssl=self.tls)
         assert client.transport is not None
-        if self.tls is not None:
-            tls = await loop.start_tls(client.transport, client, self.tls, server_side=True)
-            if tls is None:
-                raise _Refused("closed the connection during the TLS handshake")
-            client.transport = tls
         nonce = secrets.token_hex(32)
         client.transport.write(CHALLENGE + nonce.encode() + b"\n")
         response = (await client.readline()).decode("ascii", "replace")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SECRET = "test-secret-0123456789abcdef"
+#: What a spec adds to reach a ``--plaintext`` server.
+PLAINTEXT_KEY = "//socket_plaintext"
 
 
 @dataclass
@@ -29,9 +31,7 @@ class Server:
 
     def spec(self) -> str:
         """A spec that reaches this server, its fingerprint pinned."""
-        pin = (
-            f"//socket_fingerprint={self.fingerprint}" if self.fingerprint else "//socket_plaintext"
-        )
+        pin = f"//socket_fingerprint={self.fingerprint}" if self.fingerprint else PLAINTEXT_KEY
         return f"socket={self.address}//socket_secret_file={self.secret_file}{pin}"
 
     def log_text(self) -> str:

@@ -22,12 +22,31 @@ import psutil
 import pytest
 
 import asyncgw
-from asyncgw import _bootstrap, _certgen, _wire, server
+from asyncgw import _bootstrap, _wire, server
 from asyncgw.transports import socket as socket_transport
 
-from .socketserver import SECRET, Server, socket_server
+from .socketserver import PLAINTEXT_KEY, SECRET, Server, socket_server
 
 pytestmark = pytest.mark.anyio
+
+
+#: The limits of the handshake hold with TLS and without.
+MODES = pytest.mark.parametrize("mode", ["tls", "plaintext"])
+
+
+def _mode_args(mode: str) -> list[str]:
+    return ["--plaintext"] if mode == "plaintext" else []
+
+
+def _connect_held(address: str, mode: str) -> socket.socket:
+    """A connection that has its challenge and will never answer it."""
+    conn = (
+        _tls_connect(address)
+        if mode == "tls"
+        else socket.create_connection(_host_port(address), timeout=10)
+    )
+    assert conn.recv(100).startswith(b"ASYNCGW-AUTH1 ")
+    return conn
 
 
 def _workers(server: Server) -> list[psutil.Process]:
@@ -54,6 +73,8 @@ def _tls_connect(address: str) -> ssl.SSLSocket:
 
 def _own_certificate(directory: Path, name: str) -> tuple[ssl.SSLContext, str]:
     """A server context with a fresh certificate, and its fingerprint."""
+    from asyncgw import _certgen
+
     cert, key = directory / f"{name}-cert.pem", directory / f"{name}-key.pem"
     _certgen.make_cert(str(cert), str(key))
     context, der = server.tls_context(str(cert), str(key))
@@ -399,6 +420,8 @@ async def test_installvia_serves_tls_with_a_pinned_certificate(
 ) -> None:
     """The installed server presents the certificate made here for it: a
     server presenting another is refused before anything is sent."""
+    from asyncgw import _certgen
+
     made = []
     real_make_pem = _certgen.make_pem
 
@@ -450,14 +473,14 @@ async def test_connections_authenticating_at_once_are_bounded(tmp_path: Path) ->
             assert await gw.remote_exec("channel.send(1)").receive() == 1
 
 
-async def test_a_refusal_is_not_host_not_found(tmp_path: Path) -> None:
+@MODES
+async def test_a_refusal_is_not_host_not_found(tmp_path: Path, mode: str) -> None:
     """A server with no place left closes the connection: a GatewayError
     that says so, not HostNotFound (which means nothing answered)."""
     with (
-        socket_server(tmp_path, "--max-pending", "1") as server_,
-        _tls_connect(server_.address) as holder,
+        socket_server(tmp_path, "--max-pending", "1", *_mode_args(mode)) as server_,
+        _connect_held(server_.address, mode),  # holds the one place
     ):
-        assert holder.recv(100).startswith(b"ASYNCGW-AUTH1 ")  # holds the one place
         async with asyncgw.Group() as group:
             with pytest.raises(asyncgw.GatewayError, match="closed the connection") as caught:
                 await group.makegateway(server_.spec())
@@ -497,23 +520,23 @@ def _client_hello() -> bytes:
     return outgoing.read()
 
 
+@MODES
 async def test_a_client_gets_in_within_a_second_while_a_thousand_connections_wait(
-    tmp_path: Path,
+    tmp_path: Path, mode: str
 ) -> None:
-    """1000 connections hold the server (idle, mid-TLS, or past TLS without
-    answering); a legitimate client is still admitted within 1 s."""
-    with socket_server(tmp_path) as server_:
-        hello = _client_hello()
+    """1000 connections hold the server (idle, halfway through a TLS hello
+    or a line, or sitting on their challenge); a legitimate client is still
+    admitted within 1 s (its connect_timeout)."""
+    with socket_server(tmp_path, *_mode_args(mode)) as server_:
+        partial = _client_hello()[:50] if mode == "tls" else b"0123456789"
         held: list[socket.socket] = []
         try:
-            for index in range(1000):
+            for index in range(968):
                 conn = socket.create_connection(_host_port(server_.address), timeout=10)
                 held.append(conn)
-                if index % 3 == 1:  # half a TLS hello
-                    conn.sendall(hello[: len(hello) // 2])
-            for _ in range(32):  # and some that finished TLS and sit on the challenge
-                held.append(_tls_connect(server_.address))
-                assert held[-1].recv(100).startswith(b"ASYNCGW-AUTH1 ")
+                if index % 3 == 1:
+                    conn.sendall(partial)
+            held.extend(_connect_held(server_.address, mode) for _ in range(32))
             established = [
                 c
                 for c in psutil.Process(server_.process.pid).net_connections(kind="inet")
@@ -528,40 +551,41 @@ async def test_a_client_gets_in_within_a_second_while_a_thousand_connections_wai
                 conn.close()
 
 
-async def test_the_client_reads_a_bounded_handshake(tmp_path: Path) -> None:
+@MODES
+async def test_the_client_reads_a_bounded_handshake(tmp_path: Path, mode: str) -> None:
     """A server that floods without a line end is dropped once the client
-    has buffered a little, whatever else it would send."""
-    tls, pin = _own_certificate(tmp_path, "flood")
+    has buffered a little, however much it would send."""
+    tls, pin = _own_certificate(tmp_path, "flood") if mode == "tls" else (None, "")
+    limit = 200 * 2**20
     sent = [0]
 
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, ssl.SSLError):
-            while sent[0] < 200 * 2**20:
+            while sent[0] < limit:
                 writer.write(b"A" * 65536)
                 sent[0] += 65536
                 await writer.drain()
 
     async with _listen(flood, tls) as address, asyncgw.Group() as group:
-        spec = (
-            f"socket={address}//socket_fingerprint={pin}//connect_timeout=20"
-            f"//socket_secret_file={_secret(tmp_path)}"
-        )
+        key = f"//socket_fingerprint={pin}" if pin else PLAINTEXT_KEY
+        spec = f"socket={address}//socket_secret_file={_secret(tmp_path)}//connect_timeout=10"
         with pytest.raises(asyncgw.HostNotFound, match="bytes without a line end"):
-            await group.makegateway(spec)
-        assert sent[0] < 200 * 2**20
+            await group.makegateway(spec + key)
+        assert sent[0] < limit
 
 
-async def test_a_silent_server_times_out_naming_it_and_the_stage(tmp_path: Path) -> None:
+@MODES
+async def test_a_silent_server_times_out_naming_it_and_the_stage(tmp_path: Path, mode: str) -> None:
     """A server that accepts and says nothing: asyncgw.TimeoutError naming
     the address and the stage (TLS handshake, or the challenge in plaintext)."""
     with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel accepts for it
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         spec = f"socket={address}//socket_secret_file={_secret(tmp_path)}//connect_timeout=1"
+        key = f"//socket_fingerprint=SHA256:{'A' * 43}" if mode == "tls" else PLAINTEXT_KEY
+        stage = "TLS handshake" if mode == "tls" else "challenge"
         async with asyncgw.Group() as group:
-            with pytest.raises(asyncgw.TimeoutError, match=f"{address}.*no TLS handshake"):
-                await group.makegateway(f"{spec}//socket_fingerprint=SHA256:{'A' * 43}")
-            with pytest.raises(asyncgw.TimeoutError, match=f"{address}.*no challenge"):
-                await group.makegateway(f"{spec}//socket_plaintext")
+            with pytest.raises(asyncgw.TimeoutError, match=f"{address}.*no {stage}"):
+                await group.makegateway(spec + key)
 
 
 def _secret(directory: Path) -> Path:

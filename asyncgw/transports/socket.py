@@ -468,5 +468,5 @@ def _connect_error(address: str, exc: OSError, connected: bool) -> GatewayError:
         )
     return GatewayError(
         f"the socket server {address} closed the connection during the TLS handshake"
-        f" ({exc or type(exc).__name__}; too many connections pending there? see its log)"
+        f" ({str(exc) or type(exc).__name__}; too many connections pending there? see its log)"
     )
