@@ -54,6 +54,13 @@ def bench_ssh(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench_socket(session: nox.Session) -> None:
+    """The socket transport over TLS beside plaintext and beside ssh (needs root and sshd)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/bench_socket.py", *session.posargs)
+
+
+@nox.session(python="3.11")
 def bench_scaling(session: nox.Session) -> None:
     """Time and memory for 1-128 gateways and 1-10 000 channels, with a PNG plot."""
     session.install("-e", ".[bench]", "matplotlib")
