@@ -17,6 +17,7 @@ Invariants: after :meth:`connection_lost` or a protocol error the router is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -96,18 +97,31 @@ class Router:
         #: (write_from_thread) in between the loop's own writes.
         self.write_lock = threading.RLock()
         self._direct_fd: int | None = None  # our own duplicate of that pipe
+        self._direct_asked = False
 
     def attach(self, transport: Transport) -> None:
         """Write to ``transport`` from now on."""
         self.transport = transport
-        fd = transport.stream_fd()
+
+    def _open_direct(self) -> None:
+        """On the loop, at the first write from a thread (not at attach: a
+        gateway never written from a thread keeps one descriptor fewer)."""
+        if self.lost is not None or self.transport is None:
+            return
+        fd = self.transport.stream_fd()
         try:
-            if fd is not None and not os.get_blocking(fd):
-                # A duplicate: its number stays ours until we close it,
-                # whatever the transport does with its own.
-                self._direct_fd = os.dup(fd)
-        except OSError:  # closed meanwhile: the loop's path reports the loss
-            self._direct_fd = None
+            if fd is None or os.get_blocking(fd):
+                return
+            # A duplicate: its number stays ours until we close it,
+            # whatever the transport does with its own.
+            direct: int | None = os.dup(fd)
+        except OSError:  # closed meanwhile, or no descriptor left: the loop's path
+            return
+        with self.write_lock:
+            if self.lost is None:
+                self._direct_fd, direct = direct, None
+        if direct is not None:
+            os.close(direct)
 
     def _close_direct(self) -> None:
         with self.write_lock:
@@ -303,6 +317,10 @@ class Router:
         :attr:`write_lock`. False: nothing was written; go through the loop.
         """
         fd = self._direct_fd
+        if fd is None and not self._direct_asked:
+            self._direct_asked = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._open_direct)
         if (
             fd is None
             or len(frame) > DIRECT_LIMIT
