@@ -1,8 +1,9 @@
 """File descriptors: room for the gateways a group starts.
 
-Every gateway whose worker is a local process costs this process
-:data:`FDS_PER_WORKER` descriptors (its stdin, output and stderr pipes, and
-the router's own duplicate of the stdin pipe). Many systems start processes
+Every gateway whose worker is a local process costs this process 3
+descriptors (its stdin, output and stderr pipes), and a 4th once the
+blocking facade writes to it from a thread (the router's duplicate of the
+stdin pipe): :data:`FDS_PER_WORKER` counts 4. Many systems start processes
 with a soft ``RLIMIT_NOFILE`` of 1024 under a far higher hard limit, which
 would stop a group near 250 workers. So before a group starts gateways,
 :func:`ensure_room` counts the descriptors in use and, if the new ones do not
