@@ -78,15 +78,16 @@ def entry_path(destination: str, names: "List[str]", rel: str = "") -> str:
     return os.path.join(path, names[-1]) if names else destination
 
 
-def checked_mode(mode: "Any", rel: "Any") -> int:
-    """A permission mode from a sender: an int, without the set-user and
-    set-group ID bits (a copy never grants those).
+def checked_mode(mode: "Any", rel: "Any", set_id: bool = True) -> int:
+    """A permission mode from a sender: an int; without the set-user and
+    set-group ID bits unless ``set_id`` (a copy from another host into
+    this one never grants those; a copy the user sends keeps them).
 
     :raises UnsafeEntry: for anything but an int in 0..0o7777.
     """
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o7777:
         raise UnsafeEntry("refused entry %r: bad mode %r" % (rel, mode))
-    return mode & ~(stat.S_ISUID | stat.S_ISGID)
+    return mode if set_id else mode & ~(stat.S_ISUID | stat.S_ISGID)
 
 
 def checked_number(value: "Any", rel: "Any", what: str, integral: bool = True) -> "Any":

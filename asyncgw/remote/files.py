@@ -10,8 +10,8 @@ that both sides lay out, check and write trees the same way.
 Copies follow ``scp -r``: each source (a file or a directory tree) goes
 *into* the destination if that is a directory (made first with
 ``create_dirs``), or *becomes* the destination if there is exactly one
-source. Modes (less the set-user and set-group ID bits) and modification
-times are kept.
+source. Modes and modification times are kept (a get drops the
+set-user and set-group ID bits: a host never grants them here).
 
 Entries: ``("d", rel, mode, mtime)`` and ``("f", rel, mode, mtime,
 size)``; ``rel`` is ``/``-separated and starts with the source's name.
@@ -72,21 +72,24 @@ def place(destination: str, into: bool, rel: "Any") -> str:
     return entry_path(destination, names if into else names[1:], rel)
 
 
-def checked_entry(item: "Any") -> "Tuple[Any, ...]":
+def checked_entry(item: "Any", set_id: bool = False) -> "Tuple[Any, ...]":
     """``item`` as an entry, once its shape and values are those of an
-    honest :func:`scan` (the name is checked by :func:`place`).
+    honest :func:`scan` (the name is checked by :func:`place`); its mode
+    without the set-user and set-group ID bits unless ``set_id`` (a put
+    keeps them: the user sends them; a get does not grant them).
 
     :raises UnsafeEntry: otherwise, naming the item.
     """
     if isinstance(item, (tuple, list)) and len(item) == 4 and item[0] == "d":
         rel = item[1]
-        return ("d", rel, checked_mode(item[2], rel), checked_number(item[3], rel, "mtime", False))
+        mode = checked_mode(item[2], rel, set_id)
+        return ("d", rel, mode, checked_number(item[3], rel, "mtime", False))
     if isinstance(item, (tuple, list)) and len(item) == 5 and item[0] == "f":
         rel = item[1]
         return (
             "f",
             rel,
-            checked_mode(item[2], rel),
+            checked_mode(item[2], rel, set_id),
             checked_number(item[3], rel, "mtime", False),
             checked_number(item[4], rel, "size"),
         )
@@ -240,7 +243,7 @@ def _receive(channel: "Any", destination: str, create_dirs: bool, sources: int) 
             item = channel.receive()
             if item is None:
                 break
-            entry = checked_entry(item)
+            entry = checked_entry(item, set_id=True)
             if entry[0] == "d":
                 writer.directory(entry)
                 continue

@@ -152,12 +152,12 @@ class Receiver:
             raise UnsafeEntry("refused item %.200r: not an entry" % (entry,))
         kind, rel = entry[0], entry[1]
         if kind == "d" and len(entry) == 4:
-            mode = checked_mode(entry[2], rel)
+            mode = checked_mode(entry[2], rel, set_id=True)
             names = entry[3]
             if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
                 raise UnsafeEntry("refused entry %r: bad names %.200r" % (rel, names))
         elif kind == "f" and len(entry) == 5:
-            mode = checked_mode(entry[2], rel)
+            mode = checked_mode(entry[2], rel, set_id=True)
             mtime_ns = checked_number(entry[3], rel, "mtime")
             size = checked_number(entry[4], rel, "size")
         elif kind == "l" and len(entry) == 4:
@@ -265,7 +265,7 @@ class Receiver:
                 elif item is None:  # the source was unreadable: leave ours
                     return
                 elif isinstance(item, (tuple, list)) and len(item) == 2:
-                    mode = checked_mode(item[0], path)
+                    mode = checked_mode(item[0], path, set_id=True)
                     mtime_ns = checked_number(item[1], path, "mtime")
                     break
                 else:
