@@ -293,6 +293,21 @@ async def test_plaintext_is_an_explicit_opt_in(tmp_path: Path) -> None:
                                         "//socket_plaintext")  # fmt: skip
 
 
+async def test_wrong_secret_is_refused_and_nothing_runs(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-secret-at-all")
+    with socket_server(tmp_path) as server_:
+        async with asyncgw.Group() as group:
+            with pytest.raises(asyncgw.AuthenticationError, match="refused our secret"):
+                await group.makegateway(
+                    server_.spec().replace(str(server_.secret_file), str(wrong))
+                )
+            assert _workers(server_) == []
+            gw = await group.makegateway(server_.spec())
+            assert await gw.remote_exec("channel.send(1)").receive() == 1
+            assert len(_workers(server_)) == 1
+
+
 def test_unauthenticated_client_cannot_run_code(tmp_path: Path) -> None:
     marker = tmp_path / "executed"
     source = f"open({str(marker)!r}, 'w').write('ran')"
