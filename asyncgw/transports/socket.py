@@ -113,22 +113,25 @@ class _Protocol(asyncio.BufferedProtocol):
         if self.forwarding:
             self.sink.data_received(data)
             return
-        if self.admitted.done():  # failed: whatever else it says is moot
-            return
-        self.buffer += data
-        while b"\n" in self.buffer and not self.admitted.done():
-            line, _, self.buffer = self.buffer.partition(b"\n")
-            self._handshake(line.strip())
-        if self.forwarding and self.buffer:
-            rest, self.buffer = self.buffer, b""
-            self.sink.data_received(rest)
-        elif not self.admitted.done() and len(self.buffer) > HANDSHAKE_LIMIT:
-            self._fail(
-                HostNotFound(
-                    f"not an asyncgw socket server at {self.address}: it sent"
-                    f" {len(self.buffer)} bytes without a line end"
+        rest = bytes(data)  # the read buffer is reused: keep nothing of it beyond here
+        while rest and not self.admitted.done():
+            end = rest.find(b"\n")
+            line = self.buffer + (rest if end < 0 else rest[:end])
+            if len(line) > HANDSHAKE_LIMIT:
+                self._fail(
+                    HostNotFound(
+                        f"not an asyncgw socket server at {self.address}: it sent"
+                        f" {len(line)} bytes without a line end"
+                    )
                 )
-            )
+                return
+            if end < 0:
+                self.buffer = line  # at most HANDSHAKE_LIMIT bytes held
+                return
+            self.buffer, rest = b"", rest[end + 1 :]
+            self._handshake(line.strip())
+        if self.forwarding and rest:
+            self.sink.data_received(rest)
 
     def _handshake(self, line: bytes) -> None:
         assert self.transport is not None
