@@ -194,3 +194,21 @@ def test_shortage_met_anyway_is_one_clear_error(tmp_path: Path) -> None:
     assert result["after"] == result["before"]
     assert "fork server" not in result["stderr"]
     assert result["stderr"] == ""
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.anyio
+async def test_three_descriptors_per_popen_gateway() -> None:
+    """A popen gateway used from asyncio holds 3 descriptors here (its
+    three pipes); the group's fork server one more (its socket)."""
+    import asyncgw
+
+    before = open_fds()
+    async with asyncgw.Group(["popen"] * 20) as group:
+        held = open_fds() - before
+        assert len(group) == 20
+    assert held <= 3 * 20 + 1
+    assert open_fds() == before
