@@ -33,7 +33,8 @@ TRANSPORT_SPECS: dict[str, list[str]] = {
     # {ssh}: the address and options of an in-process asyncssh server
     "ssh": [f"{{ssh}}//python={sys.executable}"],
     "ssh-via": [f"{{ssh}}//id=head//python={sys.executable}", "via=head"],
-    # {socket}: the address and secret of a fresh asyncgw socket server
+    # {socket}: the address, secret and pinned fingerprint of a fresh
+    # asyncgw socket server (TLS; test_socket.py also covers plaintext)
     "socket": ["{socket}"],
     "socket-installvia": ["popen//id=host", "socket//installvia=host"],
 }
