@@ -265,7 +265,10 @@ async def test_the_stream_is_tls(tmp_path: Path) -> None:
 
         with socket.create_connection(_host_port(real.address), timeout=10) as plain:
             plain.sendall(b"hello\n")
-            assert b"ASYNCGW" not in plain.recv(100)
+            answered = b""
+            with contextlib.suppress(ConnectionError):  # a reset is an answer too
+                answered = plain.recv(100)
+            assert b"ASYNCGW" not in answered
         async with _listen(tap, None) as tap_address, asyncgw.Group() as group:
             spec = real.spec().replace(real.address, tap_address)
             gw = await group.makegateway(spec)
