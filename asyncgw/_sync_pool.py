@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._errors import TimeoutError
-from ._loopthread import loop_thread, run_blocking
+from ._loopthread import call_blocking, loop_thread, run_blocking
 from ._loopthread import submit as _to_loop
 from .objects.supervision import RestartPolicy
 from .pool.functions import function_for
@@ -108,7 +108,7 @@ class Executor(concurrent.futures.Executor):
             gateways = max_workers or os.cpu_count() or 1
         self._lock = threading.Lock()
         self._shutdown = False
-        options = {
+        options: dict[str, Any] = {
             "chunksize": chunksize,
             "timeout": timeout,
             "retries": retries,
@@ -151,7 +151,9 @@ class Executor(concurrent.futures.Executor):
 
         _to_loop(add)
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[Any]:
         """Run ``fn(*args, **kwargs)`` on the first free gateway; its future.
 
         :raises RuntimeError: after :meth:`shutdown`.
@@ -191,7 +193,7 @@ class Executor(concurrent.futures.Executor):
         if len(iterables) == 1:
             items, mode = list(iterables[0]), MODE_ONE
         else:
-            items, mode = list(zip(*iterables)), MODE_STAR
+            items, mode = list(zip(*iterables, strict=False)), MODE_STAR
         job = ThreadMapJob(
             function,
             mode,
@@ -203,7 +205,9 @@ class Executor(concurrent.futures.Executor):
             self._add(job)
         return self._results(job, end, timeout)
 
-    def _results(self, job: ThreadMapJob, end: float | None, timeout: float | None) -> Iterator[Any]:
+    def _results(
+        self, job: ThreadMapJob, end: float | None, timeout: float | None
+    ) -> Iterator[Any]:
         try:
             for index in range(len(job.items)):
                 if job.states[index] == PENDING:
@@ -229,8 +233,8 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._shutdown = True
         scheduler = self._pool._scheduler
-        if cancel_futures:
-            _to_loop(scheduler.cancel_unsent)
+        if cancel_futures:  # before returning, as the stdlib's pools
+            call_blocking(scheduler.cancel_unsent)
         if wait:
             run_blocking(self._pool.close)
         else:

@@ -110,7 +110,7 @@ def pid_after(x, delay):
 
 async def wait_until(condition, timeout: float = WAIT) -> None:
     async with asyncio.timeout(timeout):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - a state of the pool, polled
             await asyncio.sleep(0.01)
 
 
@@ -244,7 +244,7 @@ async def test_a_task_timeout_fails_it_and_tells_it(tmp_path: Path) -> None:
     told = tmp_path / "told"
     async with asyncgw.Pool(1, timeout=0.3) as pool:
         future = pool.submit(until_told, str(told), 30)
-        with pytest.raises(asyncgw.TimeoutError, match="did not return within 0.3s"):
+        with pytest.raises(asyncgw.TimeoutError, match=r"did not return within 0\.3s"):
             await future
         await wait_until(told.exists)
         assert await pool.submit(square, 6) == 36  # the gateway is free again

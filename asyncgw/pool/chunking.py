@@ -42,9 +42,7 @@ class ChunkSizer:
             return
         sample = max(seconds, 0.0) / items
         known = self._per_item.get(function)
-        self._per_item[function] = (
-            sample if known is None else known + _WEIGHT * (sample - known)
-        )
+        self._per_item[function] = sample if known is None else known + _WEIGHT * (sample - known)
 
     def size(self, function: int, waiting: int, gateways: int) -> int:
         """Items for the next chunk of ``function``, with ``waiting`` items

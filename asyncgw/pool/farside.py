@@ -26,10 +26,14 @@ functions run one at a time in the thread ``remote_exec`` gave us, in the
 order the chunks came; the loop ends when the caller closes the channel.
 """
 
+from __future__ import annotations
+
 import collections
 import threading
 import time
 import traceback
+from collections.abc import Callable
+from typing import Any
 
 DEFINE, CHUNK, CANCEL = 0, 1, 2
 FAILED, SKIPPED = 1, 2
@@ -38,15 +42,14 @@ FAILED, SKIPPED = 1, 2
 class _State:
     """What the reader thread hands the running thread."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.cond = threading.Condition()
-        self.chunks = collections.deque()
-        self.definitions = collections.deque()
-        self.cancelled = {}  # chunk id -> set of positions, or None for all
+        self.chunks: collections.deque[Any] = collections.deque()
+        self.cancelled: dict[int, set[int] | None] = {}  # chunk id -> positions (None: all)
         self.ended = False
-        self.current = None  # (chunk id, position) running now
+        self.current: tuple[int, int] | None = None  # (chunk id, position) running now
 
-    def on_message(self, message):
+    def on_message(self, message: Any) -> None:
         kind = message[0] if isinstance(message, (tuple, list)) else None
         with self.cond:
             if kind == CHUNK:
@@ -65,18 +68,18 @@ class _State:
                 self.ended = True
             self.cond.notify()
 
-    def is_cancelled(self, chunk_id, position):
+    def is_cancelled(self, chunk_id: int, position: int) -> bool:
         with self.cond:
             if chunk_id not in self.cancelled:
                 return False
             positions = self.cancelled[chunk_id]
             return positions is None or position in positions
 
-    def running_cancelled(self):
+    def running_cancelled(self) -> bool:
         current = self.current
         return current is not None and self.is_cancelled(*current)
 
-    def next_message(self):
+    def next_message(self) -> Any:
         with self.cond:
             while not self.chunks and not self.ended:
                 self.cond.wait()
@@ -84,28 +87,30 @@ class _State:
             return None if self.ended else self.chunks.popleft()
 
 
-def _compile(state, source, name, filename, is_async):
-    namespace = {
+def _compile(
+    state: _State, source: str, name: str, filename: str | None, is_async: bool
+) -> Callable[..., Any]:
+    namespace: dict[str, Any] = {
         "__name__": "__channelexec__",
         "asyncgw_cancelled": state.running_cancelled,
     }
     exec(compile(source, filename or "<pool function>", "exec"), namespace)
-    function = namespace[name]
+    function: Callable[..., Any] = namespace[name]
     if not is_async:
         return function
     import asyncio
 
-    def run(*args, **kwargs):
+    def run(*args: Any, **kwargs: Any) -> Any:
         return asyncio.run(function(*args, **kwargs))
 
     return run
 
 
-def _run_chunk(state, channel, functions, message):
+def _run_chunk(state: _State, channel: Any, functions: dict[int, Any], message: Any) -> None:
     _, chunk_id, fn_id, mode, items = message
-    function = functions.get(fn_id)
-    values = []
-    failures = None
+    function = functions.get(fn_id, "no definition was received")
+    values: list[Any] = []
+    failures: dict[int, tuple[int, str | None]] | None = None
     started = time.perf_counter()
     for position, item in enumerate(items):
         value = None
@@ -134,11 +139,18 @@ def _run_chunk(state, channel, functions, message):
         state.cancelled.pop(chunk_id, None)
 
 
-def _format(exc):
+def _format(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def _send(channel, chunk_id, offset, values, failures, started):
+def _send(
+    channel: Any,
+    chunk_id: int,
+    offset: int,
+    values: list[Any],
+    failures: dict[int, tuple[int, str | None]] | None,
+    started: float,
+) -> None:
     elapsed = time.perf_counter() - started
     try:
         channel.send((chunk_id, offset, values, failures, elapsed))
@@ -154,14 +166,14 @@ def _send(channel, chunk_id, offset, values, failures, started):
         except (OSError, EOFError):
             raise
         except Exception as exc:
-            text = "DumpError: the result cannot be sent: %s" % (exc,)
+            text = f"DumpError: the result cannot be sent: {exc}"
             channel.send((chunk_id, offset + position, [None], {0: (FAILED, text)}, elapsed))
 
 
-def serve(channel):
+def serve(channel: Any) -> None:
     """Run chunks from ``channel`` until the caller closes it."""
     state = _State()
-    functions = {}
+    functions: dict[int, Any] = {}
     channel.setcallback(state.on_message, endmarker=None)
     while True:
         message = state.next_message()
@@ -171,7 +183,7 @@ def serve(channel):
             _, fn_id, source, name, filename, is_async = message
             try:
                 functions[fn_id] = _compile(state, source, name, filename, is_async)
-            except BaseException as exc:  # noqa: BLE001 - reported with each item
+            except BaseException as exc:  # reported with each item
                 functions[fn_id] = _format(exc)
         else:
             _run_chunk(state, channel, functions, message)

@@ -101,9 +101,9 @@ class Pool:
         else:
             listed = list(workers)
             if listed and all(isinstance(item, Gateway) for item in listed):
-                self._gateways = listed  # type: ignore[assignment]
+                self._gateways = listed
             elif all(isinstance(item, str | XSpec) for item in listed):
-                self._specs = listed  # type: ignore[assignment]
+                self._specs = listed
             else:
                 raise TypeError("a pool runs on specs, a Group or Gateways, not a mix of them")
 
@@ -155,19 +155,19 @@ class Pool:
 
     async def close(self, *, cancel: bool = False) -> None:
         """Let the work given finish (``cancel``: cancel it all; tasks
-        running remotely are told, and abandoned), end the task loops, and terminate the gateways if the
-        pool started them. Idempotent. Cancelling the wait cancels the
+        running remotely are told, and abandoned), end the task loops, and
+        terminate the gateways if the pool started them. Idempotent. Cancelling the wait cancels the
         work left and still stops the gateways."""
+        scheduler = self._scheduler
+        if cancel:  # also when a close is under way: it then ends sooner
+            for job in list(scheduler.active):
+                scheduler.cancel(job)
         if self._state in ("closed", "closing"):
             await self._closed.wait()
             return
         self._state = "closing"
-        scheduler = self._scheduler
         scheduler.closing = True
         try:
-            if cancel:
-                for job in list(scheduler.active):
-                    scheduler.cancel(job)
             await scheduler.idle.wait()
         except BaseException:
             for job in list(scheduler.active):
@@ -247,7 +247,7 @@ class Pool:
         elif len(iterables) == 1:
             items, mode = list(iterables[0]), MODE_ONE
         else:
-            items, mode = list(zip(*iterables)), MODE_STAR
+            items, mode = list(zip(*iterables, strict=False)), MODE_STAR
         job = MapJob(function, mode, items, **self._options(timeout, chunksize))
         self._scheduler.add(job)
         return job

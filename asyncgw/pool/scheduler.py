@@ -58,6 +58,10 @@ def remote_error(formatted: str) -> RemoteError:
     return RemoteError(formatted, name.rpartition(".")[2] if dotted.isidentifier() else None)
 
 
+def _load(link: Link) -> int:
+    return len(link.inflight) if link.alive else 1 << 30
+
+
 class Scheduler:
     """Queue, gateways and chunks of one pool.
 
@@ -145,16 +149,20 @@ class Scheduler:
     # -- dispatching
 
     def dispatch(self) -> None:
-        """Give every gateway with room the next chunks."""
+        """Give gateways with room the next chunks, the least busy first."""
         if self._dispatching:
             return
         self._dispatching = True
         try:
-            for link in list(self.links):
-                while self.queue and link.alive and len(link.inflight) < self.window:
-                    chunk = self._take(link)
-                    if chunk is None or not self._send(link, chunk):
-                        break
+            while self.queue:
+                # The least busy gateway first: an idle one never waits
+                # while another has a second chunk queued.
+                link = min(self.links, key=_load, default=None)
+                if link is None or _load(link) >= self.window:
+                    break
+                chunk = self._take(link)
+                if chunk is None or not self._send(link, chunk):
+                    break
         finally:
             self._dispatching = False
 
