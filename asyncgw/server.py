@@ -84,8 +84,9 @@ BINDING_PREFIX = b"asyncgw-tls-cert-sha256:"
 #: Seconds from a connection's arrival to its admission, at most.
 HANDSHAKE_TIMEOUT = 10.0
 #: Connections not admitted yet, at most (``--max-pending``): enough that a
-#: thousand idle ones do not keep a legitimate client out.
-MAX_PENDING = 4096
+#: thousand idle ones do not keep a legitimate client out, few enough that
+#: their TLS states (tens of KiB each) stay a bounded cost.
+MAX_PENDING = 2048
 #: Bytes of a handshake line, at most (a 64-digit answer and its newline).
 LINE_LIMIT = 256
 #: Where ``python -m asyncgw serve`` keeps its certificate and key by default.
