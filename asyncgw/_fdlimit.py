@@ -54,7 +54,8 @@ FDS_PER_WORKER = 4
 #: duplicate); ``ssh`` connections are shared, so this is generous for them.
 FDS_PER_SOCKET = 2
 #: Descriptors kept free for everything else (fork servers, their sockets,
-#: the loop's own, files the caller opens meanwhile).
+#: the fork requests in flight, 3 each; the loop's own; files the caller
+#: opens meanwhile).
 RESERVE = 64
 #: The highest soft limit asked for when raising it, unless a group needs
 #: more: a soft limit near the hard one (often 2**20) makes code that walks
@@ -156,7 +157,8 @@ def _limit_error(
     else:  # descriptors were opened meanwhile, or a transport needs more
         fitting = f"so by that count all would fit, but fewer than {len(specs)} did"
     return GatewayError(
-        f"{len(specs)} gateways do not fit under this process's file descriptor limit: "
+        f"no room for {len(specs)} gateway{'s' if len(specs) != 1 else ''} under this "
+        "process's file descriptor limit: "
         f"RLIMIT_NOFILE (ulimit -n) is {limit} ({which}), {in_use} are "
         f"in use, and each local worker needs {FDS_PER_WORKER} (with {RESERVE} kept "
         f"free), {fitting}. Raise the hard limit (ulimit -Hn, "
