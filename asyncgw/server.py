@@ -54,6 +54,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import socket
@@ -519,6 +520,13 @@ def _ensure_cert(cert_file: str, key_file: str, make_cert: CertMaker | None) -> 
     _log(f"made a new certificate {cert_file} and key {key_file}")
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def _raise_fd_limit() -> None:
     """Let the soft limit on open files rise to the hard one: every pending
     connection holds a descriptor, every admitted one three."""
@@ -585,6 +593,11 @@ def main(argv: list[str] | None = None, make_cert: CertMaker | None = None) -> N
     # The first lines tell whoever started us where we listen (port 0) and
     # what clients pin.
     host, port = listener.getsockname()[:2]
+    if args.plaintext and not _is_loopback(host):
+        _log(
+            f"warning: plaintext on {host}, not loopback: anyone on the path can read the"
+            " stream, and a relay can log in as a client"
+        )
     sys.stdout.write(f"listening on {host}:{port}\n")
     sys.stdout.write(f"fingerprint {fingerprint(cert_der)}\n" if tls else "plaintext\n")
     sys.stdout.flush()
