@@ -1,9 +1,12 @@
 """Jobs: one ``submit`` or one ``map`` call, and where its results go.
 
-A job holds its items (argument values, as the far side takes them), the
-indices not yet sent (``pending``) and one slot per item for its outcome.
-The scheduler (:mod:`asyncgw.pool.scheduler`) takes indices from
-``pending`` into chunks and reports each outcome with :meth:`Job.settle`;
+A job holds its items (argument values, as the far side takes them), which
+of them wait to be sent (those from ``next`` on, and ``retry``: items of a
+lost gateway, sent again first) and one slot per item for its outcome.
+The scheduler (:mod:`asyncgw.pool.scheduler`) takes runs of indices into
+chunks (:meth:`Job.take`: a ``range`` for items sent the first time, so a
+chunk of a map costs no work per item here) and reports outcomes with
+:meth:`Job.settle`, or :meth:`Job.settle_range` for a run that succeeded;
 the job hands it on: to an asyncio future, a ``concurrent.futures``
 future, or an ordered buffer that ``map`` and ``imap`` read.
 
@@ -19,7 +22,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -57,19 +60,42 @@ class Job:
         self.items = items
         self.timeout = timeout
         self.chunksize = chunksize
-        self.pending: deque[int] = deque(range(len(items)))
+        self.next = 0  # items from here on were never sent
+        self.retry: deque[int] = deque()  # items to send again, first
         self.states = bytearray(len(items))
         self.unsettled = len(items)
         self.cancelled = False
         #: index -> times it was sent again after its gateway was lost
         self.resent: dict[int, int] = {}
-        #: index -> (link, chunk id, position) while it is out, for cancels
-        self.where: dict[int, tuple[Any, int, int]] = {}
         #: Called once when every item is settled (the pool forgets the job).
         self.on_finished: Callable[[Job], None] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.function.name} {len(self.items)} items>"
+
+    #: Whether :meth:`start` must be asked for each item (futures).
+    checks_start = False
+
+    def waiting(self) -> int:
+        """How many items wait to be sent."""
+        return len(self.retry) + len(self.items) - self.next
+
+    def take(self, count: int) -> Sequence[int]:
+        """Up to ``count`` waiting items' indices, to send (at least one
+        if any waits)."""
+        if self.retry:
+            count = min(count, len(self.retry))
+            return [self.retry.popleft() for _ in range(count)]
+        taken = range(self.next, min(self.next + count, len(self.items)))
+        self.next = taken.stop
+        return taken
+
+    def drop_waiting(self) -> list[int]:
+        """Every waiting item's index; none waits any more."""
+        dropped = [*self.retry, *range(self.next, len(self.items))]
+        self.retry.clear()
+        self.next = len(self.items)
+        return dropped
 
     def start(self, index: int) -> bool:
         """The item is about to be sent; False if it must not run
@@ -80,7 +106,6 @@ class Job:
         """Record item ``index``'s result (``ok``) or exception."""
         if self.states[index] != PENDING:
             return
-        self.where.pop(index, None)
         self.deliver(index, ok, value)
         # After the value: a reader in another thread looks at the state first.
         self.states[index] = DONE if ok else FAILED
@@ -88,8 +113,27 @@ class Job:
         if self.unsettled == 0:
             self.finish()
 
+    def settle_range(self, start: int, values: list[Any]) -> None:
+        """Record the results of items ``start``, ``start + 1``, ...: one
+        step for the run where none of them is settled yet."""
+        stop = start + len(values)
+        if self.states.count(PENDING, start, stop) != len(values):
+            for index, value in enumerate(values, start):
+                self.settle(index, True, value)
+            return
+        self.deliver_range(start, values)
+        self.states[start:stop] = b"\x01" * len(values)  # DONE, after the values
+        self.unsettled -= len(values)
+        if self.unsettled == 0:
+            self.finish()
+
     def deliver(self, index: int, ok: bool, value: Any) -> None:
         """Hand one outcome on (subclasses)."""
+
+    def deliver_range(self, start: int, values: list[Any]) -> None:
+        """Hand on the results of a run of items."""
+        for index, value in enumerate(values, start):
+            self.deliver(index, True, value)
 
     def batch_done(self) -> None:
         """Outcomes of a chunk were delivered: wake readers once per chunk."""
@@ -114,6 +158,8 @@ class AsyncFutureJob(Job):
     def __init__(self, function: Function, mode: int, item: Any, **options: Any) -> None:
         super().__init__(function, mode, [item], **options)
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    checks_start = True
 
     def start(self, index: int) -> bool:
         if self.future.done():  # cancelled by its awaiter before it went
@@ -144,6 +190,8 @@ class ConcurrentFutureJob(Job):
         super().__init__(function, mode, [item])
         self.future = future
         self._running = False
+
+    checks_start = True
 
     def start(self, index: int) -> bool:
         if self._running:  # sent again after its gateway was lost
@@ -181,6 +229,10 @@ class MapJob(Job):
         self.values[index] = value
         self.completed.append(index)
 
+    def deliver_range(self, start: int, values: list[Any]) -> None:
+        self.values[start : start + len(values)] = values
+        self.completed.extend(range(start, start + len(values)))
+
     def batch_done(self) -> None:
         self.progress.set()
 
@@ -199,6 +251,9 @@ class ThreadMapJob(Job):
 
     def deliver(self, index: int, ok: bool, value: Any) -> None:
         self.values[index] = value
+
+    def deliver_range(self, start: int, values: list[Any]) -> None:
+        self.values[start : start + len(values)] = values
 
     def batch_done(self) -> None:
         with self.cond:

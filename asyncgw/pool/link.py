@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,17 +37,26 @@ class Chunk:
     """Items sent together to one gateway.
 
     :ivar number: its id in the messages (unique per pool).
-    :ivar entries: ``(job, index)`` of each item, in order.
+    :ivar segments: ``(job, indices)`` runs of items, in order (``indices``
+        a ``range`` for items sent the first time).
+    :ivar size: how many items in all.
     :ivar timer: the per-task timeout's handle, if the job has one.
     """
 
-    __slots__ = ("entries", "function", "number", "timer")
+    __slots__ = ("function", "number", "segments", "size", "timer")
 
-    def __init__(self, number: int, function: int, entries: list[tuple[Job, int]]) -> None:
+    def __init__(
+        self, number: int, function: int, segments: list[tuple[Job, Sequence[int]]]
+    ) -> None:
         self.number = number
         self.function = function
-        self.entries = entries
+        self.segments = segments
+        self.size = sum(len(indices) for _, indices in segments)
         self.timer: asyncio.TimerHandle | None = None
+
+    def entries(self) -> list[tuple[Job, int]]:
+        """``(job, index)`` of each item, in order (for the rare paths)."""
+        return [(job, index) for job, indices in self.segments for index in indices]
 
 
 class Link:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._errors import GatewayLost, RemoteError, TimeoutError
@@ -112,7 +113,7 @@ class Scheduler:
         self.active.add(job)
         self.idle.clear()
         self.queue.append(job)
-        self.waiting += len(job.pending)
+        self.waiting += job.waiting()
         if not self.links:
             self._fail_waiting("the pool has no gateway")
         self.dispatch()
@@ -127,10 +128,14 @@ class Scheduler:
         sent are skipped if they have not started; a running one is told."""
         if job.unsettled == 0:
             return
+        self.waiting -= len(job.drop_waiting())
         job.cancel_all()
         for link in self.links:
             for chunk in list(link.inflight.values()):
-                positions = [pos for pos, (owner, _) in enumerate(chunk.entries) if owner is job]
+                if all(owner is not job for owner, _ in chunk.segments):
+                    continue
+                entries = chunk.entries()
+                positions = [pos for pos, (owner, _) in enumerate(entries) if owner is job]
                 if positions:
                     link.send(link.encode((_CANCEL, chunk.number, positions)))
 
@@ -140,9 +145,9 @@ class Scheduler:
         error = asyncio.CancelledError()
         while self.queue:
             job = self.queue.popleft()
-            while job.pending:
-                index = job.pending.popleft()
-                self.waiting -= 1
+            dropped = job.drop_waiting()
+            self.waiting -= len(dropped)
+            for index in dropped:
                 job.settle(index, False, error)
             job.batch_done()
 
@@ -168,11 +173,10 @@ class Scheduler:
 
     def _head(self) -> Job | None:
         queue = self.queue
-        while queue and (queue[0].cancelled or not queue[0].pending):
+        while queue and (queue[0].cancelled or not queue[0].waiting()):
             job = queue.popleft()
             if job.cancelled:  # its items were settled already
-                self.waiting -= len(job.pending)
-                job.pending.clear()
+                self.waiting -= len(job.drop_waiting())
         return queue[0] if queue else None
 
     def _take(self, link: Link) -> Chunk | None:
@@ -190,9 +194,10 @@ class Scheduler:
             else:
                 size = self.sizer.size(job.function.number, self.waiting, len(self.links))
             first = job
-            entries: list[tuple[Job, int]] = []
-            while len(entries) < size:
-                if not job.pending:
+            segments: list[tuple[Job, Sequence[int]]] = []
+            taken = 0
+            while taken < size:
+                if not job.waiting():
                     following = self._head()
                     if (
                         following is None
@@ -203,19 +208,22 @@ class Scheduler:
                     ):
                         break
                     job = following
-                index = job.pending.popleft()
-                self.waiting -= 1
-                if job.start(index):
-                    entries.append((job, index))
-                else:
-                    job.batch_done()
-            if entries:
-                return Chunk(next(self._numbers), first.function.number, entries)
+                indices = job.take(size - taken)
+                self.waiting -= len(indices)
+                taken += len(indices)
+                if job.checks_start:
+                    indices = [index for index in indices if job.start(index)]
+                    if not indices:
+                        job.batch_done()
+                        continue
+                segments.append((job, indices))
+            if segments:
+                return Chunk(next(self._numbers), first.function.number, segments)
 
     def _send(self, link: Link, chunk: Chunk) -> bool:
         """Send ``chunk`` on ``link``; False if the link could not take it
         (its items are back in the queue)."""
-        first = chunk.entries[0][0]
+        first = chunk.segments[0][0]
         function = first.function
         try:
             if function.number not in link.defined:
@@ -223,7 +231,7 @@ class Scheduler:
                 link.defined.add(function.number)
             payload = self._encode(link, chunk, first.mode)
         except (GatewayLost, OSError):  # the link has just ended: its reader will say so
-            self._requeue(chunk.entries)
+            self._requeue(chunk.entries())
             return False
         if payload is None:
             return True
@@ -237,23 +245,29 @@ class Scheduler:
     def _encode(self, link: Link, chunk: Chunk, mode: int) -> bytes | None:
         """The chunk's message; items the wire cannot carry fail with
         :class:`DumpError` and leave the chunk (None: none is left)."""
-        items = [job.items[index] for job, index in chunk.entries]
+        items: list[Any] = []
+        for job, indices in chunk.segments:
+            if isinstance(indices, range):
+                items += job.items[indices.start : indices.stop]
+            else:
+                items += [job.items[index] for index in indices]
         try:
             return link.encode((_CHUNK, chunk.number, chunk.function, mode, items))
         except DumpError:
             pass
-        kept = []
-        for entry, item in zip(chunk.entries, items, strict=True):
+        kept: list[tuple[Job, Sequence[int]]] = []
+        for (job, index), item in zip(chunk.entries(), items, strict=True):
             try:
                 dumps(item)
             except DumpError as exc:
-                entry[0].settle(entry[1], False, exc)
-                entry[0].batch_done()
+                job.settle(index, False, exc)
+                job.batch_done()
             else:
-                kept.append(entry)
+                kept.append((job, [index]))
         if not kept:
             return None
-        chunk.entries = kept
+        chunk.segments = kept
+        chunk.size = len(kept)
         return self._encode(link, chunk, mode)
 
     def _requeue(self, entries: list[tuple[Job, int]]) -> None:
@@ -263,7 +277,7 @@ class Scheduler:
             if job.states[index] == PENDING and not job.cancelled:
                 by_job.setdefault(job, []).append(index)
         for job, indices in reversed(list(by_job.items())):
-            job.pending.extendleft(reversed(indices))
+            job.retry.extendleft(reversed(indices))
             self.waiting += len(indices)
             self.queue.appendleft(job)
 
@@ -274,35 +288,44 @@ class Scheduler:
         chunk = link.inflight.get(number)
         if chunk is None:
             return
-        entries = chunk.entries
-        if offset == 0 and len(values) == len(entries):
+        if offset == 0 and len(values) == chunk.size:
             del link.inflight[number]
             if chunk.timer is not None:
                 chunk.timer.cancel()
-            self.sizer.measured(chunk.function, len(entries), elapsed)
-        elif offset + len(values) == len(entries):  # the last of an item-by-item answer
+            self.sizer.measured(chunk.function, chunk.size, elapsed)
+            if not failures:  # the common case: a run of results per segment
+                start = 0
+                for job, indices in chunk.segments:
+                    part = values[start : start + len(indices)]
+                    start += len(indices)
+                    if isinstance(indices, range):
+                        job.settle_range(indices.start, part)
+                    else:
+                        for index, value in zip(indices, part, strict=True):
+                            job.settle(index, True, value)
+                    job.batch_done()
+                self.dispatch()
+                return
+        elif offset + len(values) == chunk.size:  # the last of an item-by-item answer
             del link.inflight[number]
-        last: Job | None = None
+        entries = chunk.entries()
+        touched: dict[Job, None] = {}
         for position, value in enumerate(values, offset):
             job, index = entries[position]
-            if failures and (position - offset) in failures:
-                status, text = failures[position - offset]
-                if status == _SKIPPED:
-                    job.settle(index, False, asyncio.CancelledError())
-                else:
-                    job.settle(index, False, remote_error(text))
-            else:
+            touched[job] = None
+            failure = failures.get(position - offset) if failures else None
+            if failure is None:
                 job.settle(index, True, value)
-            if job is not last:
-                if last is not None:
-                    last.batch_done()
-                last = job
-        if last is not None:
-            last.batch_done()
+            elif failure[0] == _SKIPPED:
+                job.settle(index, False, asyncio.CancelledError())
+            else:
+                job.settle(index, False, remote_error(failure[1]))
+        for job in touched:
+            job.batch_done()
         self.dispatch()
 
     def _timed_out(self, link: Link, chunk: Chunk) -> None:
-        for job, index in chunk.entries:
+        for job, index in chunk.entries():
             job.settle(
                 index,
                 False,
@@ -324,7 +347,7 @@ class Scheduler:
         for chunk in chunks:
             if chunk.timer is not None:
                 chunk.timer.cancel()
-            for job, index in chunk.entries:
+            for job, index in chunk.entries():
                 if job.states[index] != PENDING or job.cancelled:
                     continue
                 tries = job.resent.get(index, 0)
@@ -353,8 +376,8 @@ class Scheduler:
         """Fail every item still queued with :class:`GatewayLost`."""
         while self.queue:
             job = self.queue.popleft()
-            while job.pending:
-                index = job.pending.popleft()
-                self.waiting -= 1
+            dropped = job.drop_waiting()
+            self.waiting -= len(dropped)
+            for index in dropped:
                 job.settle(index, False, GatewayLost(f"{why}: task of {job.function.name} not run"))
             job.batch_done()
