@@ -252,7 +252,9 @@ async def _fork(
     except (OSError, ConnectionError) as exc:  # the fork server broke: start afresh
         if _fdlimit.is_exhaustion(exc):
             raise  # out of descriptors here: a fresh start needs as many
-        log.warning("fork server for %s failed (%s); starting the worker afresh", spec, exc)
+        if not server.failure_logged:  # once, not once per waiting worker
+            server.failure_logged = True
+            log.warning("fork server for %s failed (%s); starting workers afresh", spec, exc)
         return None
 
 

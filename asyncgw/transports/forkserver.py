@@ -68,6 +68,9 @@ class ForkServer:
         self._children: dict[int, _ForkedProcess] = {}
         self._exit_codes: dict[int, int] = {}  # reaped before we knew the pid
         self.lost = False
+        #: Set by the first gateway that logs this server's failure (one
+        #: warning for all the workers that then start afresh).
+        self.failure_logged = False
 
     @classmethod
     async def start(cls, argv: list[str], preload: list[str] | None = None) -> ForkServer:
