@@ -313,9 +313,11 @@ class Server:
     def stop(self) -> None:
         """End :meth:`serve_forever`: close the listener and every
         connection (workers exit at the end of their input). Thread-safe."""
-        self._ready.wait()
+        if not self._ready.wait(10.0):
+            return  # it never started
         assert self._loop is not None and self._stopped is not None
-        self._loop.call_soon_threadsafe(self._stopped.set)
+        with contextlib.suppress(RuntimeError):  # it has ended already: its loop is closed
+            self._loop.call_soon_threadsafe(self._stopped.set)
 
     async def _serve(self, listener: socket.socket) -> None:
         self._loop = asyncio.get_running_loop()
