@@ -115,3 +115,11 @@ def bench_objects(session: nox.Session) -> None:
     """Remote object calls, chains and streams: asyncgw beside rpyc (classic) and Pyro5."""
     session.install("-e", ".[bench]", "rpyc", "Pyro5")
     session.run("python", "benchmarks/bench_objects.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_executor(session: nox.Session) -> None:
+    """A parallel map: asyncgw.Pool and asyncgw.sync.Executor beside
+    ProcessPoolExecutor, multiprocessing.Pool, loky and dask.distributed."""
+    session.install("-e", ".[bench]", "loky", "dask[distributed]")
+    session.run("python", "benchmarks/bench_executor.py", *session.posargs)
