@@ -28,6 +28,8 @@ import json
 import os
 import platform
 import signal
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -63,9 +65,20 @@ SECRET = "bench-socket-secret-0123456789"
 
 @dataclass
 class Servers:
-    """The specs that reach each server."""
+    """The specs that reach each server, and the TLS version the TLS one speaks."""
 
     specs: dict[str, str]
+    tls_version: str
+
+
+def tls_version(spec: str) -> str:
+    """The TLS version a client of ours negotiates with the server of ``spec``."""
+    host, port = spec.split("//")[0].removeprefix("socket=").rsplit(":", 1)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with context.wrap_socket(socket.create_connection((host, int(port)), timeout=10)) as conn:
+        return conn.version() or "?"
 
 
 @contextlib.contextmanager
@@ -106,7 +119,8 @@ def servers() -> Iterator[Servers]:
             socket_server(directory / "tls") as tls,
             socket_server(directory / "plain", "--plaintext") as plain,
         ):
-            yield Servers({"tls": tls, "plaintext": plain, "ssh": ssh.asyncgw_spec()})
+            specs = {"tls": tls, "plaintext": plain, "ssh": ssh.asyncgw_spec()}
+            yield Servers(specs, tls_version(tls))
 
 
 async def start_once(spec: str) -> float:
@@ -182,11 +196,11 @@ async def bench_steady(config: Config, specs: dict[str, str]) -> list[Result]:
     ]
 
 
-async def run(config: Config) -> list[Result]:
+async def run(config: Config) -> tuple[list[Result], str]:
     with servers() as found:
         results = [await bench_start(config, found.specs)]
         results += await bench_steady(config, found.specs)
-    return results
+    return results, found.tls_version
 
 
 def render_table(results: list[Result]) -> str:
@@ -227,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     try:
-        results = asyncio.run(run(config))
+        results, version = asyncio.run(run(config))
     finally:
         leftovers = reap_children()
     wall = time.perf_counter() - started
@@ -243,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         render_table(results),
         "",
-        "tls: socket= to `asyncgw serve` (TLS 1.3, fingerprint pinned; the server relays"
-        " between TLS and the worker's pipes).",
+        f"tls: socket= to `asyncgw serve` ({version} as negotiated, fingerprint pinned; the"
+        " server relays between TLS and the worker's pipes).",
         "plaintext: socket=...//socket_plaintext to `asyncgw serve --plaintext` (the socket"
         " is the worker's stdin/stdout).",
         "ssh: ssh= to a loopback OpenSSH sshd (asyncssh client). Ratios: TLS's median over"
