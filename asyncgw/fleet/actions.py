@@ -64,6 +64,7 @@ PROCESS_ARGS = frozenset(
         "stdout_handlers",
         "stderr_handlers",
         "kill_grace",
+        "max_output",
     }
 )
 

@@ -18,12 +18,15 @@ the ``nolog_*`` flags silence the warning logged for each failure.
 Stopping (a timeout, :meth:`Process.kill`, or cancelling the task that
 awaits the process) stops the remote command and what it started: its
 process group gets SIGTERM, then SIGKILL after ``kill_grace`` seconds.
+
+Output of any size: each stream keeps at most ``max_output`` bytes (the
+last ones; see :mod:`.output`) and counts all of them, in time linear in
+the output, while handlers and listeners get every line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import logging
 import os
@@ -35,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .hosts import Host
+from .output import DEFAULT_MAX_OUTPUT, Captured
 
 if TYPE_CHECKING:
     from .._gateway import Gateway
@@ -65,6 +69,9 @@ class Process:
     """One command on one host; start it, wait for it, read its fields.
 
     ``host`` is a :class:`Host`, a gateway, or ``None`` for a local one.
+    ``max_output`` is the bytes of each stream kept in :attr:`stdout` and
+    :attr:`stderr` (the last ones, :data:`DEFAULT_MAX_OUTPUT` by default;
+    ``None`` keeps all); :attr:`captured` counts what came in all.
     """
 
     #: What kind of process, in reprs and reports.
@@ -85,6 +92,7 @@ class Process:
         stdout_handlers: list[OutputHandler] | None = None,
         stderr_handlers: list[OutputHandler] | None = None,
         kill_grace: float = 2.0,
+        max_output: int | None = DEFAULT_MAX_OUTPUT,
         name: str | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
@@ -101,6 +109,8 @@ class Process:
         self.stdout_handlers: list[OutputHandler] = list(stdout_handlers or [])
         self.stderr_handlers: list[OutputHandler] = list(stderr_handlers or [])
         self.kill_grace = kill_grace
+        Captured(max_output)  # checks it
+        self.max_output = max_output
         self.name = name or cmd
         self._listeners: list[asyncio.Queue[tuple[Process, str, str] | None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -115,8 +125,9 @@ class Process:
         if self._task is not None and not self.ended:
             raise RuntimeError(f"cannot reset {self!r}: it is running")
         self._task = None
-        self.stdout = ""
-        self.stderr = ""
+        #: Each stream's kept tail and counts (``size``, ``lines`` and
+        #: ``dropped`` bytes), by ``"stdout"`` and ``"stderr"``.
+        self.captured = {STDOUT: Captured(self.max_output), STDERR: Captured(self.max_output)}
         self.exit_code: int | None = None
         self.error = False
         self.error_reason: str | None = None
@@ -127,16 +138,22 @@ class Process:
         self.ended = False
         self.start_date: float | None = None
         self.end_date: float | None = None
-        self._decoders = {
-            STDOUT: codecs.getincrementaldecoder("utf-8")("replace"),
-            STDERR: codecs.getincrementaldecoder("utf-8")("replace"),
-        }
-        self._partial = {STDOUT: "", STDERR: ""}
         self._changed = asyncio.Event()
         self._expect_from = {STDOUT: 0, STDERR: 0}
         return self
 
     # -- state ---------------------------------------------------------
+
+    @property
+    def stdout(self) -> str:
+        """What the command printed on its standard output (at most
+        ``max_output`` bytes of it, the last ones), decoded as UTF-8."""
+        return self.captured[STDOUT].text(self.ended)
+
+    @property
+    def stderr(self) -> str:
+        """As :attr:`stdout`, for the standard error."""
+        return self.captured[STDERR].text(self.ended)
 
     @property
     def host_name(self) -> str:
@@ -208,7 +225,8 @@ class Process:
         """Everything about the process, for logs and errors."""
         return (
             f"{self!r}\n  error_reason: {self.error_reason}\n"
-            f"  stdout: {self.stdout[-2000:]!r}\n  stderr: {self.stderr[-2000:]!r}"
+            f"  stdout: {self.captured[STDOUT].tail(2000)!r}\n"
+            f"  stderr: {self.captured[STDERR].tail(2000)!r}"
         )
 
     # -- life cycle ----------------------------------------------------
@@ -340,23 +358,22 @@ class Process:
 
     def _output(self, stream: str, data: bytes, final: bool = False) -> None:
         """Take ``data`` from ``stream``: keep it, then hand each complete
-        line to the handlers and the line listeners."""
-        text = self._decoders[stream].decode(data, final)
-        if not text and not (final and self._partial[stream]):
-            return
-        setattr(self, stream, getattr(self, stream) + text)
-        pending = self._partial[stream] + text
-        *lines, rest = pending.split("\n")
-        if final and rest:
-            lines.append(rest)
-            rest = ""
-        self._partial[stream] = rest
+        line to the handlers and the line listeners. Linear in ``data``:
+        lines are cut only when someone takes them."""
+        captured = self.captured[stream]
+        captured.add(data)
         handlers = self.stdout_handlers if stream == STDOUT else self.stderr_handlers
-        for line in lines:
+        lines = captured.cut(data, final, bool(handlers or self._listeners))
+        if lines:
+            # Handler by handler, each with all the lines of this chunk: a
+            # file is opened once per chunk, not per line.
             for handler in handlers:
-                _call_handler(handler, self, stream, line)
-            self._notify((self, stream, line))
-        self._changed.set()
+                _call_handler(handler, self, stream, lines)
+            for queue in self._listeners:
+                for line in lines:
+                    queue.put_nowait((self, stream, line))
+        if data or lines:
+            self._changed.set()
 
     def _notify(self, item: tuple[Process, str, str] | None) -> None:
         for queue in self._listeners:
@@ -391,10 +408,14 @@ class Process:
         try:
             async with asyncio.timeout(timeout):
                 while True:
-                    text = getattr(self, stream)
-                    match = pattern.search(text, self._expect_from[stream])
+                    captured = self.captured[stream]
+                    # Positions count from the start of the whole output:
+                    # the kept text may have lost its front meanwhile.
+                    start = captured.text_start()
+                    text = captured.text(self.ended)
+                    match = pattern.search(text, max(0, self._expect_from[stream] - start))
                     if match is not None:
-                        self._expect_from[stream] = match.end()
+                        self._expect_from[stream] = start + match.end()
                         return match
                     if self.ended:
                         return None
@@ -417,17 +438,25 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _call_handler(handler: OutputHandler, process: Process, stream: str, line: str) -> None:
+def _call_handler(handler: OutputHandler, process: Process, stream: str, lines: list[str]) -> None:
+    """Hand ``lines`` to ``handler``; a failure is logged, and a function
+    that fails on one line still gets the next."""
     try:
         if isinstance(handler, str | os.PathLike):
             with Path(handler).open("a", encoding="utf-8") as file:
-                file.write(line + "\n")
-        elif hasattr(handler, "write"):
-            handler.write(line + "\n")
-        else:
-            handler(process, stream, line)
+                file.write("\n".join(lines) + "\n")
+            return
+        if hasattr(handler, "write"):
+            handler.write("\n".join(lines) + "\n")
+            return
     except Exception:
         logger.exception("output handler %r failed on %r", handler, process)
+        return
+    for line in lines:
+        try:
+            handler(process, stream, line)
+        except Exception:
+            logger.exception("output handler %r failed on %r", handler, process)
 
 
 # -- here -------------------------------------------------------------------

@@ -230,10 +230,11 @@ class GatewayProcess(Process):
     async def _read(self, channel: Channel, exit: asyncio.Future[int]) -> None:
         try:
             async for tag, value in channel:
-                if tag == "o":
-                    self._output(STDOUT, value)
-                elif tag == "e":
-                    self._output(STDERR, value)
+                if tag in ("o", "e"):
+                    self._output(STDOUT if tag == "o" else STDERR, value)
+                    # Values already received come without a pause: let the
+                    # loop run between chunks, or a flood of output stalls it.
+                    await asyncio.sleep(0)
                 elif tag == "k":  # the far side had to SIGKILL
                     self.forced_kill = True
                 elif tag == "x":
