@@ -767,13 +767,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"write the table here (default for a full run: {RESULTS_FILE})",
     )
     parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
+    parser.add_argument(
+        "--output-mb",
+        type=int,
+        default=None,
+        help="output-throughput row: MB read back (default 1000, 200 with --quick; 0: skip)",
+    )
+    parser.add_argument("--only-output", action="store_true", help="only the output-throughput row")
     parser.add_argument("--worker", metavar="JOB", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat = 1
     if args.put_mb is None:
         args.put_mb = 10 if args.quick else 50
-    if args.results is None and not args.quick:
+    if args.output_mb is None:
+        args.output_mb = 200 if args.quick else 1000
+    if args.results is None and not args.quick and not args.only_output:
         args.results = str(RESULTS_FILE)
     args.contenders = [name for name in args.contenders.split(",") if name]
     unknown = set(args.contenders) - set(CONTENDERS)
@@ -821,6 +830,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     progress(f"benchmarking a fleet of {args.hosts} hosts: {', '.join(contenders)}...")
     leftovers: list[str] = []
+    output_table = ""
+    if args.only_output:
+        args.contenders, contenders = [], []
+        args.hosts = 1
     try:
         with tempfile.TemporaryDirectory(prefix="bench_fleet_") as name:
             directory = Path(name)
@@ -833,21 +846,43 @@ def main(argv: list[str] | None = None) -> int:
             farm = host_farm(keys, args.hosts, directory / "farm", sshd_options=SSHD_OPTIONS)
             with farm as hosts:
                 progress(f"  farm up in {time.perf_counter() - started:.1f}s: {hosts[0]}..")
-                run = measure(
-                    contenders,
-                    list(hosts),
-                    keys.user_key_path,
-                    local,
-                    args.put_mb,
-                    args.repeat,
-                    progress,
+                run = (
+                    None
+                    if args.only_output
+                    else measure(
+                        contenders,
+                        list(hosts),
+                        keys.user_key_path,
+                        local,
+                        args.put_mb,
+                        args.repeat,
+                        progress,
+                    )
                 )
+                if args.output_mb:
+                    from bench_fleet_output import measure_output
+
+                    output_table = measure_output(
+                        directory,
+                        hosts[0],
+                        keys.user_key_path,
+                        args.output_mb,
+                        args.repeat,
+                        progress,
+                    )
     finally:
         shutil.rmtree(f"/tmp/bench-fleet-put-{os.getpid()}", ignore_errors=True)
         leftovers = reap_children()
         if leftovers:
             progress(f"WARNING: killed leftover child processes: {', '.join(leftovers)}")
+    if run is None:  # --only-output
+        print(output_table)
+        if args.results:
+            Path(args.results).write_text(output_table + "\n", encoding="utf-8")
+        return 1 if leftovers else 0
     text = report(args, run, env, skipped)
+    if output_table:
+        text += "\n\n" + output_table
     print(text)
     print(f"total {time.perf_counter() - started:.0f}s")
     if args.results:
