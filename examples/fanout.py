@@ -46,7 +46,7 @@ def timed_map(make, starts, stops):
 
 def main() -> int:
     workers = int(sys.argv[1]) if len(sys.argv) > 1 else os.cpu_count() or 2
-    numbers = int(sys.argv[2]) if len(sys.argv) > 2 else 6_000_000
+    numbers = int(sys.argv[2]) if len(sys.argv) > 2 else 20_000_000
     chunk = max(1, numbers // (workers * 16))
     starts = list(range(0, numbers, chunk))
     stops = [min(start + chunk, numbers) for start in starts]
