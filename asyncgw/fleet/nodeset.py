@@ -8,7 +8,9 @@ The syntax is ClusterShell's and pdsh's:
 - ``r[1-2]n[1-2]``: several groups form a cartesian product, left to right (r1n1 r1n2 r2n1 r2n2).
 - ``a, b[1-2]``: a comma outside brackets separates patterns; spaces around them are ignored.
 - ``@path``: a file (relative to the current directory) of patterns, one a line; blank lines
-  and ``#`` comments are skipped.
+  and ``#`` comments are skipped. Files are read with bounds: at most
+  :data:`MAX_FILE_BYTES` in all for one pattern (``@/dev/zero`` is an error, not an endless
+  read), and files including files at most :data:`MAX_FILE_DEPTH` deep.
 
 A bracket group is a range only if it is made of letters, digits, ``,``, ``-`` and ``/``
 (and then it must be a valid one: ``[a-c]`` is an error); any other group, such as ``[::1]``,
@@ -26,11 +28,16 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["MAX_HOSTS", "expand", "fold"]
+__all__ = ["MAX_FILE_BYTES", "MAX_FILE_DEPTH", "MAX_HOSTS", "expand", "fold"]
 
 #: Most hosts one :func:`expand` returns: a typo such as ``n[1-999999999]`` fails at once
 #: instead of filling the memory.
 MAX_HOSTS = 1_000_000
+#: Most bytes the ``@files`` of one :func:`expand` may hold, in all (a file included
+#: twice counts twice): room for :data:`MAX_HOSTS` long names.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+#: Most ``@files`` within ``@files`` (a chain of inclusions).
+MAX_FILE_DEPTH = 16
 
 # A group made only of these characters is meant as a range; anything else (the colons of
 # ``[::1]``, the ``%`` of ``[fe80::1%eth0]``) makes it literal text.
@@ -57,14 +64,18 @@ def expand(pattern: str) -> list[str]:
         read, or more than :data:`MAX_HOSTS` hosts.
     """
     hosts: dict[str, None] = {}  # a dict, not a set: it keeps the order
-    _expand_into(pattern, hosts, ())
+    _expand_into(pattern, hosts, (), [MAX_FILE_BYTES])
     return list(hosts)
 
 
-def _expand_into(pattern: str, hosts: dict[str, None], files: tuple[Path, ...]) -> None:
+def _expand_into(
+    pattern: str, hosts: dict[str, None], files: tuple[Path, ...], room: list[int]
+) -> None:
+    """Add the hosts of ``pattern``; ``files`` are the ``@files`` being read (outermost
+    first), ``room`` (one number, shared) the bytes files may still hold."""
     for item in _split_top(pattern):
         if item.startswith("@"):
-            _expand_file(item, hosts, files)
+            _expand_file(item, hosts, files, room)
         else:
             _expand_item(item, hosts)
 
@@ -126,13 +137,28 @@ def _parse_group(content: str, item: str) -> list[_Range] | None:
     return ranges
 
 
-def _expand_file(item: str, hosts: dict[str, None], files: tuple[Path, ...]) -> None:
+def _expand_file(
+    item: str, hosts: dict[str, None], files: tuple[Path, ...], room: list[int]
+) -> None:
     name = item[1:].strip()
     if not name:
         raise _error(item, "no file name after '@'")
+    if len(files) >= MAX_FILE_DEPTH:
+        raise _error(item, f"files include files more than {MAX_FILE_DEPTH} deep")
     path = Path(name)
     try:
-        text = path.read_text(encoding="utf-8")
+        # One byte more than the room left tells a file too big from one that fits: a
+        # device or a pipe that never ends is read no further.
+        with path.open("rb") as file:
+            data = file.read(room[0] + 1)
+        if len(data) > room[0]:
+            raise _error(
+                item,
+                f"file {name!r} is too big: the files of one node set hold at most"
+                f" {MAX_FILE_BYTES:,} bytes in all",
+            )
+        room[0] -= len(data)
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise _error(item, f"file {name!r} does not exist") from None
     except (OSError, UnicodeError) as exc:
@@ -142,7 +168,7 @@ def _expand_file(item: str, hosts: dict[str, None], files: tuple[Path, ...]) -> 
         raise _error(item, f"file {name!r} includes itself")
     for lineno, line in enumerate(text.splitlines(), 1):
         try:
-            _expand_into(line.partition("#")[0], hosts, (*files, resolved))
+            _expand_into(line.partition("#")[0], hosts, (*files, resolved), room)
         except ValueError as exc:
             raise ValueError(f"{name}:{lineno}: {exc}") from None
 
