@@ -109,10 +109,15 @@ def parse_address(address: str, key: str) -> tuple[str, int | None, str | None]:
         host, port = hostport.split(":")
     if not host:
         raise SpecError(f"key {key!r} needs a host, not {address!r}")
-    try:
-        return host, int(port) if port else None, user or None
-    except ValueError:
-        raise SpecError(f"key {key!r} has a bad port in {address!r}") from None
+    if port is None or port == "":
+        return host, None, user or None
+    # ASCII digits only (int() also takes "+22", " 22", "2_2"), in the range of a TCP
+    # port: past it, the socket layer would raise a bare OverflowError.
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise SpecError(
+            f"key {key!r} has a bad port in {address!r}: a port is a number from 1 to 65535"
+        )
+    return host, int(port), user or None
 
 
 @dataclass(eq=False)

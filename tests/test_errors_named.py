@@ -1,0 +1,21 @@
+"""Errors that name what is wrong: an ssh port out of range is a
+``SpecError`` naming the key, before any connection is tried."""
+
+from __future__ import annotations
+
+import pytest
+
+import asyncgw
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("port", ["99999", "65536", "0", "+22", "2_2", "-1", "1" * 30])
+@pytest.mark.parametrize("key", ["ssh", "ssh_jump"])
+async def test_a_port_out_of_range_is_a_spec_error_naming_the_key(key: str, port: str) -> None:
+    spec = "ssh=127.0.0.1:22//ssh_jump=127.0.0.1:22//connect_timeout=5".replace(
+        f"{key}=127.0.0.1:22", f"{key}=127.0.0.1:{port}"
+    )
+    async with asyncgw.Group() as group:
+        with pytest.raises(asyncgw.SpecError, match=rf"key '{key}' has a bad port.*1 to 65535"):
+            await group.makegateway(spec)
