@@ -19,3 +19,13 @@ async def test_a_port_out_of_range_is_a_spec_error_naming_the_key(key: str, port
     async with asyncgw.Group() as group:
         with pytest.raises(asyncgw.SpecError, match=rf"key '{key}' has a bad port.*1 to 65535"):
             await group.makegateway(spec)
+
+
+@pytest.mark.parametrize("text", ["node1:99999", "root@node1:0", "[::1]:70000"])
+def test_a_host_port_out_of_range_names_it(text: str) -> None:
+    from asyncgw.fleet import Host
+
+    with pytest.raises(ValueError, match="1 to 65535"):
+        Host.parse(text)
+    with pytest.raises(ValueError, match="1 to 65535"):
+        Host("node1", port=99999)

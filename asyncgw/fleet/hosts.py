@@ -101,6 +101,8 @@ class Host:
         self.user = user
         self.keyfile = keyfile
         self.port = int(port) if port is not None else None
+        if self.port is not None and not 1 <= self.port <= 65535:
+            raise ValueError(f"host {address!r}: port {port!r} is not from 1 to 65535")
 
     @classmethod
     def parse(cls, text: str) -> Host:
