@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
 import asyncgw
@@ -29,3 +31,30 @@ def test_a_host_port_out_of_range_names_it(text: str) -> None:
         Host.parse(text)
     with pytest.raises(ValueError, match="1 to 65535"):
         Host("node1", port=99999)
+
+
+@pytest.mark.parametrize("problem", ["missing", "unreadable", "garbage", "encrypted"])
+async def test_a_bad_identity_file_is_a_spec_error_naming_it(
+    problem: str, tmp_path: pathlib.Path
+) -> None:
+    import os
+
+    import asyncssh
+
+    key = tmp_path / "id_test"
+    if problem == "garbage":
+        key.write_text("this is not a key\n")
+    elif problem == "encrypted":
+        secret = asyncssh.generate_private_key("ssh-ed25519")
+        key.write_bytes(secret.export_private_key("pkcs8-pem", passphrase="sesame"))
+    elif problem == "unreadable":
+        key.write_text("x")
+        key.chmod(0)
+        if os.access(key, os.R_OK):  # root reads anything: a directory instead
+            key.unlink()
+            key.mkdir()
+    spec = f"ssh=127.0.0.1:1//ssh_identity={key}//connect_timeout=5"
+    async with asyncgw.Group() as group:
+        with pytest.raises(asyncgw.SpecError, match="ssh_identity") as info:
+            await group.makegateway(spec)
+    assert str(key) in str(info.value)

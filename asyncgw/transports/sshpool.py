@@ -344,6 +344,25 @@ def _reason(exc: BaseException) -> str:
     return str(reason) or type(exc).__name__
 
 
+def _load_identity(path: str) -> Any:
+    """The key pairs of the key file ``path`` (and its ``-cert.pub``), loaded
+    before connecting: a key file that is missing, unreadable, not a key, or
+    encrypted (no passphrase is asked for) is a mistake of the caller's, named
+    as such, not a host that cannot be reached.
+
+    :raises SpecError: naming the key ``ssh_identity`` and the file.
+    """
+    try:
+        return asyncssh.load_keypairs([path])
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SpecError(f"key 'ssh_identity': cannot read key file {path!r}: {reason}") from None
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise SpecError(
+            f"key 'ssh_identity': {path!r} is not a usable private key: {exc}"
+        ) from None
+
+
 def _connect_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
     options = dict(target.options)
     keepalive = float(options.get("ssh_keepalive") or DEFAULT_KEEPALIVE)
@@ -360,7 +379,7 @@ def _connect_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
     if "ssh_config" in options:
         kwargs["config"] = [os.path.expanduser(str(options["ssh_config"]))]
     if "ssh_identity" in options:
-        kwargs["client_keys"] = [os.path.expanduser(str(options["ssh_identity"]))]
+        kwargs["client_keys"] = _load_identity(os.path.expanduser(str(options["ssh_identity"])))
     known_hosts = options.get("ssh_known_hosts")
     if known_hosts == "none":
         kwargs["known_hosts"] = None
