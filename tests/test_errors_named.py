@@ -58,3 +58,16 @@ async def test_a_bad_identity_file_is_a_spec_error_naming_it(
         with pytest.raises(asyncgw.SpecError, match="ssh_identity") as info:
             await group.makegateway(spec)
     assert str(key) in str(info.value)
+
+
+def test_the_cli_refuses_a_missing_key_with_rc_2(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asyncgw.cli import main
+
+    missing = tmp_path / "no_such_key"
+    with pytest.raises(SystemExit) as info:
+        rc = main(["run", "127.0.0.1:1", "-i", str(missing), "--", "true"])
+        raise SystemExit(rc)
+    assert info.value.code == 2
+    assert str(missing) in capsys.readouterr().err

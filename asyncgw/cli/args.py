@@ -13,10 +13,12 @@ after it (``asyncgw -u root run ...`` and ``asyncgw run -u root ...``).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from ..transports.sshpool import _load_identity
 from .targets import Options, Target, parse_hosts
 
 __all__ = ["COMMANDS", "Args", "UsageError", "build_parser", "parse"]
@@ -268,6 +270,12 @@ def parse(argv: list[str]) -> Args:
         targets = parse_hosts(namespace.hosts)
     except ValueError as exc:
         raise UsageError(f"asyncgw {command}: bad HOSTS: {exc}") from None
+    if namespace.identity is not None and any(target.host for target in targets):
+        # A key that cannot be used is the caller's mistake: said before connecting.
+        try:
+            _load_identity(os.path.expanduser(namespace.identity))
+        except ValueError as exc:
+            raise UsageError(f"asyncgw {command}: -i {namespace.identity}: {exc}") from None
     args = Args(
         command=namespace.command,
         pattern=namespace.hosts,
