@@ -7,8 +7,8 @@ fleet and the remote objects are. Its modules, one job each:
 (items to free gateways, failures), :mod:`~asyncgw.pool.link` (one
 gateway's task loop), :mod:`~asyncgw.pool.chunking` (chunk sizes),
 :mod:`~asyncgw.pool.jobs` (where results go), :mod:`~asyncgw.pool.functions`
-(functions shipped as source) and :mod:`~asyncgw.pool.farside` (the loop
-that runs on the far side, stdlib only).
+(functions shipped as source); its far side, the loop that runs there
+(stdlib only), is :mod:`asyncgw.remote.pool`.
 """
 
 from __future__ import annotations

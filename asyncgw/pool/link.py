@@ -1,6 +1,6 @@
 """One gateway as the pool sees it: the far-side task loop and its chunks.
 
-A :class:`Link` starts :mod:`asyncgw.pool.farside` on its gateway with
+A :class:`Link` starts :mod:`asyncgw.remote.pool` on its gateway with
 one ``remote_exec``, sends it function definitions and chunks, and hands
 every answer to the scheduler. It keeps the chunks it has out
 (``inflight``), so that when the gateway is lost the scheduler knows
@@ -18,9 +18,9 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._bootstrap import module_source
 from .._errors import ChannelClosed
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 __all__ = ["FARSIDE_SOURCE", "Chunk", "Link"]
 
 #: The far side's source, shipped by ``remote_exec`` to every gateway.
-FARSIDE_SOURCE = (Path(__file__).parent / "farside.py").read_text(encoding="utf-8")
+FARSIDE_SOURCE = module_source("remote/pool")
 
 
 class Chunk:
