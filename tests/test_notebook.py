@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import textwrap
 from pathlib import Path
 
 import nbclient
@@ -55,3 +57,33 @@ def test_notebook_runs_async_and_sync_apis() -> None:
     check_stored(
         "jupyter.txt", "# examples/jupyter.ipynb, run by a Jupyter kernel", transcript(notebook)
     )
+
+
+def _docs_logs_cell() -> tuple[str, list[str]]:
+    """The forward_logs cell of docs/howto/jupyter.rst and the lines the
+    page says it prints."""
+    text = (Path(__file__).parent.parent / "docs" / "howto" / "jupyter.rst").read_text()
+    section = text[text.index("Remote output and logs in the notebook") :]
+    blocks = re.findall(r"\.\. code-block:: (\w+)\n\n((?:    .*\n|\n)+)", section)
+    (lang, code), (out_lang, out) = blocks[0], blocks[1]
+    assert (lang, out_lang) == ("python", "text")
+    return textwrap.dedent(code).strip(), textwrap.dedent(out).strip().splitlines()
+
+
+def test_docs_forward_logs_cell_prints_under_its_cell() -> None:
+    """The page's forward_logs cell, run as it is in a kernel, prints the
+    remote records under that cell: not after it has ended."""
+    code, expected = _docs_logs_cell()
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("import asyncgw"),
+        nbformat.v4.new_code_cell(code),
+        nbformat.v4.new_code_cell("await lgroup.terminate()"),
+    ]
+    client = nbclient.NotebookClient(notebook, timeout=120, kernel_name="python3")
+    client.execute(cwd=str(NOTEBOOK.parent))
+    cell = notebook.cells[1]
+    assert all(output["output_type"] != "error" for output in cell.outputs), cell.outputs
+    printed = "".join(output.get("text", "") for output in cell.outputs)
+    for line in expected:
+        assert line in printed, (line, printed)

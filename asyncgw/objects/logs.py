@@ -18,12 +18,19 @@ record on the gateway's logger (and in :attr:`LogForwarding.dropped`).
 Channel traffic is never held up by it: the remote sends at most two
 batches ahead of what this side has handled, and at most
 ``BATCH / PAUSE`` records a second (:mod:`asyncgw.remote.logforward`).
+
+:func:`flush_logs` (:meth:`LogForwarding.flush`) returns once every
+record the remote made before the call has been handled here, and those
+records are handled in the caller's :mod:`contextvars` context, not the
+task's: in Jupyter, where the cell an output belongs to is a context
+variable, the records show under the cell that awaited the flush.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -38,6 +45,7 @@ __all__ = [
     "LOGGER_PREFIX",
     "ClockOffset",
     "LogForwarding",
+    "flush_logs",
     "log_forwarding",
     "measure_clock_offset",
     "start_log_forwarding",
@@ -107,6 +115,16 @@ async def measure_clock_offset(gateway: Gateway, samples: int = 5) -> ClockOffse
 def log_forwarding(gateway: Gateway) -> LogForwarding | None:
     """The log forwarding of ``gateway``, if it forwards its logs."""
     return _FORWARDINGS.get(gateway)
+
+
+async def flush_logs(gateway: Gateway) -> None:
+    """Wait until every record that ``gateway``'s remote made before this
+    call has been handled here (see :meth:`LogForwarding.flush`). Returns
+    at once if the gateway does not forward its logs or forwarding has
+    ended."""
+    forwarding = log_forwarding(gateway)
+    if forwarding is not None:
+        await forwarding.flush()
 
 
 async def start_log_forwarding(
@@ -214,6 +232,10 @@ class LogForwarding:
         self._last_report = -REPORT_INTERVAL
         self._report_timer: asyncio.TimerHandle | None = None
         self._loggers: dict[str, logging.Logger] = {}
+        # Pending flushes by token, oldest first: their futures and the
+        # contexts their callers awaited in.
+        self._flushes: dict[int, tuple[asyncio.Future[None], contextvars.Context]] = {}
+        self._tokens = 0
         #: Set once forwarding has ended (the gateway went, or :meth:`close`).
         self.ended = asyncio.Event()
         self._task = asyncio.create_task(self._pump(), name=f"asyncgw logs of {gateway.id}")
@@ -261,6 +283,36 @@ class LogForwarding:
         await self._live_channel().send(("level", threshold))
         self.threshold = threshold
 
+    async def flush(self) -> None:
+        """Return once every record the remote made before this call (log
+        records, lines, partial lines too) has been handled here. Records
+        handled while a flush waits are handled in the context of the
+        oldest waiting caller: in Jupyter they print under its cell.
+        Returns at once if forwarding has ended, and when it ends.
+
+        Cancelling stops the waiting; the records are handled anyway.
+        """
+        channel = self._channel
+        if channel is None:
+            return
+        self._tokens += 1
+        token = self._tokens
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._flushes[token] = (done, contextvars.copy_context())
+        try:
+            try:
+                await channel.send(("flush", token))
+            except (ChannelError, GatewayError):
+                return  # forwarding ended: nothing more will come
+            await done
+        finally:
+            self._flushes.pop(token, None)
+
+    def _flushed(self, token: int) -> None:
+        entry = self._flushes.pop(token, None)
+        if entry is not None and not entry[0].done():
+            entry[0].set_result(None)
+
     def close(self) -> None:
         """Stop forwarding: the remote puts its streams, hooks and root
         level back. Records still on their way are lost. Idempotent."""
@@ -295,6 +347,8 @@ class LogForwarding:
                 self._report_timer.cancel()
             self._report()
             self._channel = None
+            for token in list(self._flushes):
+                self._flushed(token)
             self.ended.set()
 
     async def _handle(self, chunks: list[str]) -> float:
@@ -304,7 +358,12 @@ class LogForwarding:
         start = time.perf_counter()
         for chunk in chunks:
             for record in json.loads(chunk):
-                self._emit(record)
+                if record[0] == _remote.FLUSH_MARK:
+                    self._flushed(int(record[3]))
+                elif self._flushes:
+                    next(iter(self._flushes.values()))[1].run(self._emit, record)
+                else:
+                    self._emit(record)
                 now = time.perf_counter()
                 if now - start > SLICE:
                     busy += now - start

@@ -26,6 +26,10 @@ sent back (caller ``L``, this side ``R``)::
                                     at most, in the order they came
     L: ("credit", n)                n more batches may be sent
     L: ("level", levelno)           a new threshold
+    L: ("flush", token)             partial lines are queued, then a flush
+                                    mark carrying ``token``: once the
+                                    caller has handled it, it has handled
+                                    every record made before it asked
     L: closes, or the gateway terminates: R sends what it holds, puts the
        streams, hooks and root level back, and closes.
 
@@ -39,6 +43,9 @@ threads a GIL switch interval, so it wakes seldom.
 A record is ``(levelno, levelname, name, message, created, threadName,
 thread, pathname, lineno, funcName, exc_text, stack_info)``; ``name`` is
 ``"stdout"``/``"stderr"`` for lines, ``threading`` for thread exceptions.
+A flush mark is a record whose ``levelno`` is :data:`FLUSH_MARK` and whose
+message is the caller's token; it is queued even when the queue is full
+(the caller waits for it), and only in answer to the caller.
 """
 
 from __future__ import annotations
@@ -75,6 +82,8 @@ MAX_LINE = 64 * 1024
 #: Seconds a terminating worker waits for queued records to be sent.
 DRAIN_WAIT = 2.0
 _STOP = ("stop",)
+#: The ``levelno`` of a flush mark (no logging level is negative).
+FLUSH_MARK = -1
 
 
 def clip(text: str) -> str:
@@ -111,6 +120,14 @@ class Outbox:
             self.items.append(record)
             if self.sender_waits and self.credit > 0:
                 self.ready.notify()
+
+    def put_mark(self, token: int) -> None:
+        """Queue a flush mark: past the capacity, since the caller waits
+        for it (one per caller's request, so the excess is bounded)."""
+        mark = (FLUSH_MARK, "", "", str(token), 0.0, "", 0, "", 0, None, None, None)
+        with self.lock:
+            self.items.append(mark)
+            self.ready.notify()
 
     def count_drop(self) -> None:
         with self.lock:
@@ -372,6 +389,19 @@ class Forwarder:
         root.removeHandler(self.handler)
         root.setLevel(saved["level"])
 
+    def on_control(self, message: Any) -> None:
+        """The caller's messages, on the worker's reader thread. A flush
+        request queues the partial lines first (outside the outbox's lock,
+        which :meth:`LineWriter.flush_all` takes), then the mark."""
+        if message is not _STOP and message[0] == "flush":
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if getattr(stream, "outbox", None) is self.outbox:
+                    stream.flush_all()
+            self.outbox.put_mark(int(message[1]))
+        else:
+            self.outbox.on_control(message)
+
     def drain(self) -> None:
         """Send what is queued, partial lines too, before the worker exits
         when told to: records then reach the caller before its end does."""
@@ -443,7 +473,7 @@ def start(channel: Any) -> None:
     options = channel.receive()
     logs = channel.gateway.newchannel()
     forwarder = Forwarder(logs, options)
-    logs.setcallback(forwarder.outbox.on_control, endmarker=_STOP)
+    logs.setcallback(forwarder.on_control, endmarker=_STOP)
     forwarder.install()
     channel.gateway._worker.exit_hooks.append(forwarder.drain)
     thread = threading.Thread(target=forwarder.run, name="asyncgw-logforward", daemon=True)
