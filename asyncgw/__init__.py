@@ -32,6 +32,7 @@ from ._spec import XSpec
 from ._wire import dumps, loads
 from .objects.supervision import Death, RestartPolicy
 from .pool import Pool
+from .slurm import slurm_specs
 
 __version__ = "0.1.0"
 
@@ -66,4 +67,5 @@ __all__ = [
     "dumps",
     "loads",
     "makegateway",
+    "slurm_specs",
 ]

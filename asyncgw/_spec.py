@@ -16,11 +16,11 @@ from ._errors import SpecError
 __all__ = ["XSpec"]
 
 #: Keys that choose the transport; a spec has exactly one.
-TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd", "docker", "kubectl", "sudo"}
+TRANSPORT_KEYS = {"popen", "ssh", "socket", "via", "cmd", "docker", "kubectl", "sudo", "slurm"}
 #: Keys that take no value (``popen``, not ``popen=x``).
 FLAG_KEYS = {"popen", "dont_write_bytecode", "forward_logs", "socket_plaintext"}
 #: Keys that may stand alone or take a value (``sudo`` or ``sudo=user``).
-OPTIONAL_VALUE_KEYS = {"sudo", "socket"}
+OPTIONAL_VALUE_KEYS = {"sudo", "socket", "slurm"}
 #: Options understood by every transport, or reserved for the transports
 #: that read them.
 OPTION_KEYS = {
@@ -44,6 +44,7 @@ OPTION_KEYS = {
     "max_frame",
     "forward_logs",
     "forward_imports",
+    "slurm_queue_timeout",
 }
 EXECMODELS = ("thread", "main_thread_only")
 #: The smallest ``max_frame`` accepted: room for any control frame and a traceback.
@@ -75,6 +76,10 @@ class XSpec:
     docker: str | None = None
     kubectl: str | None = None
     sudo: str | bool | None = None
+    #: srun's options (``slurm`` alone: none); see :mod:`asyncgw.transports.slurm`.
+    slurm: str | bool | None = None
+    #: Seconds a ``slurm=`` gateway may wait in Slurm's queue.
+    slurm_queue_timeout: str | None = None
     python: str | None = None
     chdir: str | None = None
     nice: str | None = None

@@ -17,6 +17,7 @@ from .._spec import XSpec
 from ._base import OpenContext, StreamSink, Transport, TransportFactory
 from .cmd import open_cmd
 from .popen import open_popen
+from .slurm import open_slurm
 from .socket import open_socket
 from .via import open_via
 
@@ -50,6 +51,7 @@ FACTORIES: dict[str, TransportFactory] = {
     "docker": open_cmd,
     "kubectl": open_cmd,
     "sudo": open_cmd,
+    "slurm": open_slurm,
     "via": open_via,
     "ssh": open_ssh,
     "socket": open_socket,
