@@ -24,25 +24,34 @@ import fcntl
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import IO, Any
 
 import execnet
-import psutil
+from harness import (
+    EXIT_TIMEOUT,
+    Recorder,
+    Result,
+    Target,
+    blocking,
+    format_cell,
+    format_ratio,
+    format_rows,
+    measure,
+    reap_children,
+    render_targets,
+)
 
 import asyncgw
 import asyncgw.sync
 from asyncgw.transports.popen import PIPE_SIZE
 
-#: Seconds a group may take to exit before its interpreters are killed.
-EXIT_TIMEOUT = 10.0
 MIB = 1 << 20
 CHUNK = bytes(MIB)
 #: "sync" is asyncgw through its blocking facade, asyncgw.sync.
@@ -104,8 +113,6 @@ while True:
 os.write(1, str(count).encode())
 """
 
-Sampler = Callable[[], Awaitable[float]]
-
 
 @dataclass(frozen=True)
 class Config:
@@ -140,67 +147,6 @@ class Config:
             ints=200_000,
             mebibytes=256,
         )
-
-
-@dataclass
-class Result:
-    """One table row: a metric per implementation, every sample kept."""
-
-    workload: str
-    unit: str
-    higher_is_better: bool
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-    def median(self, name: str) -> float | None:
-        values = self.samples.get(name)
-        return statistics.median(values) if values else None
-
-    def spread(self, name: str) -> float | None:
-        """Half the min-max range, relative to the median."""
-        values = self.samples.get(name)
-        if not values:
-            return None
-        return (max(values) - min(values)) / 2 / statistics.median(values)
-
-    def ratio(self, other: str, mine_name: str = "asyncgw") -> float | None:
-        mine, theirs = self.median(mine_name), self.median(other)
-        if mine is None or theirs is None:
-            return None
-        return mine / theirs
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "workload": self.workload,
-            "unit": self.unit,
-            "higher_is_better": self.higher_is_better,
-            "median": {name: self.median(name) for name in self.samples},
-            "samples": self.samples,
-        }
-
-
-async def measure(
-    config: Config, reps: int, samplers: dict[str, Sampler]
-) -> dict[str, list[float]]:
-    """Seconds per sample for each implementation, taking turns and
-    rotating who goes first; the warm-up rounds are dropped."""
-    order = list(samplers)
-    samples: dict[str, list[float]] = {name: [] for name in order}
-    for round_ in range(config.warmup + reps):
-        shift = round_ % len(order)
-        for name in order[shift:] + order[:shift]:
-            elapsed = await samplers[name]()
-            if round_ >= config.warmup:
-                samples[name].append(elapsed)
-    return samples
-
-
-def blocking(function: Callable[[], float]) -> Sampler:
-    """Run a blocking sample on the loop's thread (the loop idles meanwhile)."""
-
-    async def sample() -> float:
-        return function()
-
-    return sample
 
 
 # -- resources held across the samples of a steady-state workload
@@ -335,7 +281,7 @@ def raw_start(count: int) -> float:
 
 async def bench_start(config: Config, count: int) -> Result:
     samples = await measure(
-        config,
+        config.warmup,
         config.start_reps,
         {
             "asyncgw": lambda: asyncgw_start(count),
@@ -465,7 +411,7 @@ async def bench_roundtrip(config: Config) -> Result:
                     return time.perf_counter() - started
 
             samples = await measure(
-                config,
+                config.warmup,
                 config.steady_reps,
                 {
                     "asyncgw": asyncgw_sample,
@@ -523,7 +469,7 @@ async def bench_ints(config: Config) -> Result:
     async with asyncgw_channel(COUNT_ITEMS) as achannel:
         with execnet_channel(COUNT_ITEMS) as echannel, sync_channel(COUNT_ITEMS) as schannel:
             samples = await measure(
-                config,
+                config.warmup,
                 config.steady_reps,
                 {
                     "asyncgw": lambda: pour(achannel, range(n), n),
@@ -564,7 +510,7 @@ async def bench_bytes(config: Config) -> Result:
                 return elapsed
 
             samples = await measure(
-                config,
+                config.warmup,
                 config.steady_reps,
                 {
                     "asyncgw": lambda: pour(achannel, chunk_list, total),
@@ -605,29 +551,6 @@ async def run_all(config: Config, progress: Callable[[str], None]) -> list[Resul
     return results
 
 
-def format_value(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 1000:
-        return f"{value:,.0f}"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def format_cell(result: Result, name: str) -> str:
-    median, spread = result.median(name), result.spread(name)
-    if median is None or spread is None:
-        return "-"
-    return f"{format_value(median)} ±{spread * 100:.0f}%"
-
-
-def format_ratio(ratio: float | None) -> str:
-    return "-" if ratio is None else f"{ratio:.2f}"
-
-
 def render_table(results: list[Result]) -> str:
     header = [
         "workload", "unit", "better", *IMPLEMENTATIONS,
@@ -648,19 +571,6 @@ def render_table(results: list[Result]) -> str:
     return format_rows(header, rows)
 
 
-def format_rows(header: list[str], rows: list[list[str]]) -> str:
-    """A plain-text table: the first column left-aligned, the others right."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    rule = "-" * len(line(header))
-    return "\n".join([line(header), rule, *map(line, rows)])
-
-
 def environment(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
@@ -674,14 +584,24 @@ def environment(args: argparse.Namespace, config: Config) -> dict[str, Any]:
     }
 
 
-def reap_children() -> list[str]:
-    """Kill whatever child process is left (there should be none)."""
-    leftovers = psutil.Process().children(recursive=True)
-    for child in leftovers:
-        with suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(leftovers, timeout=EXIT_TIMEOUT)
-    return [f"{child.pid}" for child in leftovers]
+#: The issue's targets, asyncgw's median over the peer's (see docs/benchmarks.rst).
+TARGETS = (
+    Target("1 popen gateway", "1 popen gateway", "asyncgw", "execnet", 0.6),
+    Target("1 popen gateway, against a bare start", "1 popen gateway", "asyncgw", "bound", 2.0),
+    Target("8 popen gateways", "8 popen gateways", "asyncgw", "execnet", 0.35,
+           note="execnet starts its gateways one at a time (it has no parallel start)"),
+    Target("32 popen gateways", "32 popen gateways", "asyncgw", "execnet", 0.3,
+           note="execnet starts its gateways one at a time (it has no parallel start)"),
+    Target("round trip, async API", "round trip", "asyncgw", "execnet", 0.8),
+    Target("round trip, asyncgw.sync", "round trip", "sync", "execnet", 1.0),
+    Target("one-way small ints, async API", "one-way small ints", "asyncgw", "execnet", 2.0,
+           at_most=False),
+    Target("one-way small ints, asyncgw.sync", "one-way small ints", "sync", "execnet", 1.0,
+           at_most=False),
+    Target("1 MiB chunks one-way", "one-way 1 MiB", "asyncgw", "bound", 0.9, at_most=False),
+    Target("local RSS per idle popen gateway", "memory: local RSS", "asyncgw", "execnet", 1.0),
+    Target("worker RSS", "memory: RSS of an idle", "asyncgw", "execnet", 1.0),
+)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -690,7 +610,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--quick", action="store_true", help="smaller sizes (well under a minute)")
     size.add_argument("--full", action="store_true", help="also start 32 gateways at once")
     parser.add_argument("--uvloop", action="store_true", help="run asyncgw on uvloop")
-    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
+    parser.add_argument(
+        "--json", metavar="PATH", help="results file (default docs/_results/core.json)"
+    )
     return parser.parse_args(argv)
 
 
@@ -698,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = Config.from_args(args)
     env = environment(args, config)
+    recorder = Recorder("core", peers=["execnet", "psutil"], quick=args.quick)
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -733,10 +656,14 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("bound: bare 'python -c pass' starts; blocking 8-byte pipe echo; raw 1 MiB pipe pour.")
     print("ratios are of the medians as printed (see 'better' for the direction).")
-    if args.json:
-        document = {"environment": env, "results": [r.as_json() for r in results]}
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=2)
+    recorder.notes.append(
+        "execnet starts its gateways one at a time (makegateway in turn; it has no parallel "
+        "start); asyncgw starts them together (makegateways)."
+    )
+    document = recorder.document(results, TARGETS, config=env)
+    print()
+    print("\n".join(render_targets(document)))
+    recorder.write(results, TARGETS, config=env, path=args.json)
     return 1 if leftovers else 0
 
 
