@@ -368,6 +368,34 @@ def test_get_of_a_missing_file_is_an_error(tmp_path: Path) -> None:
     assert "FileNotFoundError" in result.stdout
 
 
+def test_put_into_a_missing_dir_suggests_mkdir(tree: Path, tmp_path: Path) -> None:
+    result = asyncgw("put", "localhost", str(tree / "a.txt"), f"{tmp_path / 'missing'}/")
+    assert result.returncode == 255, result.stdout
+    assert f"is '{tmp_path / 'missing'}/' missing there? add --mkdir" in result.stdout
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.parametrize("several", [False, True], ids=["one host", "two hosts"])
+def test_get_into_a_missing_dir_suggests_mkdir_for_one_host_and_many(
+    sshd: Sshd,  # noqa: F811
+    tree: Path,
+    tmp_path: Path,
+    several: bool,
+) -> None:
+    """As scp: a missing DEST/ is refused before any host is reached, with
+    a hint at --mkdir, whether one host or several are named."""
+    places = f"localhost,127.0.0.1:{sshd.port}" if several else "localhost"
+    dest = f"{tmp_path / 'missing'}/"
+    result = asyncgw("get", *ssh_options(sshd), places, str(tree / "a.txt"), dest)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{dest!r} does not exist here (add --mkdir to create it)" in result.stderr
+    assert not (tmp_path / "missing").exists()
+    result = asyncgw("get", *ssh_options(sshd), places, str(tree / "a.txt"), dest, "--mkdir")
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = tmp_path / "missing" / ("localhost" if several else "") / "a.txt"
+    assert got.read_text() == (tree / "a.txt").read_text()
+
+
 # -- exec ----------------------------------------------------------------------
 
 

@@ -162,8 +162,30 @@ class RunJob(Job):
         return handler
 
 
+#: Errors of a copy whose DEST (or its parent) is missing or not a directory.
+_MISSING_DEST = ("FileNotFoundError", "IsADirectoryError", "NotADirectoryError")
+
+
+def _missing_dest_hint(command: str, dest: str, where: str) -> str:
+    return f"{command}: {dest!r} does not exist {where} (add --mkdir to create it)"
+
+
 class PutJob(Job):
-    """One :class:`~asyncgw.fleet.Put` to every host."""
+    """One :class:`~asyncgw.fleet.Put` to every host.
+
+    As ``scp``: a missing ``DEST/`` (or a missing parent of ``DEST``) is a
+    failure of that host, reported with a hint at ``--mkdir`` rather than
+    as the remote ``OSError`` of the temporary file the copy writes.
+    """
+
+    def results(self) -> list[HostResult]:
+        results = super().results()
+        if not self.args.mkdir:
+            dest = self.args.dest
+            for result in results:
+                if result.error is not None and any(name in result.error for name in _MISSING_DEST):
+                    result.error += f" (is {dest!r} missing there? add --mkdir to create it)"
+        return results
 
     async def open(self) -> None:
         places = await self._places()
@@ -178,9 +200,25 @@ class PutJob(Job):
 
 
 class GetJob(Job):
-    """A :class:`~asyncgw.fleet.Get` per host (each has its own destination)."""
+    """A :class:`~asyncgw.fleet.Get` per host (each has its own destination).
+
+    DEST is checked here before any host is reached, the same way for one
+    host and for several: a missing ``DEST/`` (trailing slash: a directory
+    is meant), or a missing parent of ``DEST``, is a usage error suggesting
+    ``--mkdir``. Only then does the layout differ: one host's files go into
+    DEST (or become DEST, as ``scp``), several hosts' into DEST/HOST/.
+    """
+
+    def _check_dest(self) -> None:
+        dest = self.args.dest
+        if self.args.mkdir or os.path.isdir(dest):
+            return
+        parent = os.path.dirname(dest.rstrip(os.sep)) or "."
+        if dest.endswith(os.sep) or not os.path.isdir(parent):
+            raise UsageError(_missing_dest_hint("asyncgw get", dest, "here"))
 
     async def open(self) -> None:
+        self._check_dest()
         places = await self._places()
         several = len(self.targets) > 1
         actions: list[Action] = []
