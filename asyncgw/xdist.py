@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from . import _execnet_compat
+from . import compat
 
 # xdist passes our command line (``-p asyncgw.xdist`` included) on to its
 # workers. There the worker's own execnet must stay: this plugin does
@@ -35,7 +35,7 @@ from . import _execnet_compat
 # for this module from the worker; see remote/alias.py).
 IN_WORKER = "PYTEST_XDIST_WORKER" in os.environ
 
-execnet = None if IN_WORKER else _execnet_compat.install()
+execnet = None if IN_WORKER else compat.install()
 
 __all__ = ["PRELOAD", "pytest_xdist_setupnodes"]
 

@@ -46,13 +46,13 @@ def test_all_is_execnets_public_names() -> None:
 
 
 def test_execnet_submodules_through_the_alias() -> None:
-    from asyncgw import _execnet_compat
+    from asyncgw.sync import execnet_compat
 
-    module = _execnet_compat.submodule("gateway_base")
+    module = execnet_compat.submodule("gateway_base", execnet)
     assert module.RemoteError is execnet.RemoteError
     assert module.MAIN_THREAD_ONLY_DEADLOCK_TEXT == MAIN_THREAD_ONLY_DEADLOCK_TEXT
     assert execnet.gateway_base is module  # as `execnet.gateway_base.X` is written
-    assert _execnet_compat.submodule("rsync").RSync is execnet.RSync
+    assert execnet_compat.submodule("rsync", execnet).RSync is execnet.RSync
 
 
 # -- callbacks that raise
@@ -277,11 +277,11 @@ def test_xspec_via_popen_starts_through_the_proxy(group: execnet.Group) -> None:
 
 
 def test_remote_code_sees_execnet_when_the_caller_aliased_it() -> None:
-    from asyncgw import _execnet_compat
+    import asyncgw.compat
 
     saved = {name: module for name, module in sys.modules.items() if name.startswith("execnet")}
     try:
-        alias = _execnet_compat.install()
+        alias = asyncgw.compat.install()
         with alias.Group() as group:
             channel = group.makegateway().remote_exec(
                 "import execnet\n"

@@ -20,6 +20,7 @@ import pytest
 
 import asyncgw
 import asyncgw.sync
+from asyncgw._loopthread import run_blocking
 from asyncgw.sync import Executor
 
 from .conftest import ssh_address
@@ -249,7 +250,7 @@ def test_cancel_then_shutdown_with_no_process_left(tmp_path: Path) -> None:
     finally:
         # The running ones hold the pool open; the interpreter-exit hook
         # (here, an explicit close with cancel) ends them.
-        asyncgw.sync._run(executor._pool.close, cancel=True)
+        run_blocking(executor._pool.close, cancel=True)
     for pid in pids:
         assert pid is not None
         wait_until(lambda pid=pid: not _alive(pid))

@@ -23,9 +23,9 @@ import pytest
 import asyncgw
 import asyncgw.sync
 from asyncgw._loopthread import loop_thread
-from asyncgw._sync_rsync import RSync as BlockingRSync
 from asyncgw.files import RSync
 from asyncgw.files.rsync import BLOCK_SIZE
+from asyncgw.sync.files import RSync as BlockingRSync
 
 from .conftest import PYTHON39
 

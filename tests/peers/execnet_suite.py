@@ -2,7 +2,7 @@
 
 ``nox -s execnet_suite`` downloads execnet's sdist and calls this with it.
 We unpack it, put a package named ``execnet`` first on the path whose
-``__init__`` is asyncgw's alias (``asyncgw._execnet_compat.install()``:
+``__init__`` is asyncgw's alias (``asyncgw.compat.install()``:
 ``import execnet`` gives :mod:`asyncgw.sync`; see ``execnet_shim``), and run the six test files
 of execnet's ``testing/`` that exercise its public API, over popen,
 ``popen//via=`` (execnet's "proxy" gateway) and, where OpenSSH's sshd

@@ -15,9 +15,9 @@ import sys
 import types
 from typing import Any
 
-import asyncgw._execnet_compat
+import asyncgw.compat
 
-asyncgw._execnet_compat.install()
+asyncgw.compat.install()
 
 
 class _Internal:

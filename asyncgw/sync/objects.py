@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ._loopthread import run_blocking
-from .objects import proxy as _proxy
+from .._loopthread import run_blocking
+from ..objects import proxy as _proxy
 
 __all__ = ["Chain", "Proxy", "RemoteIterator", "fetch", "present_result"]
 

@@ -19,11 +19,13 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._loopthread import run_blocking
-from .fleet import actions as _actions
-from .fleet import transfers as _transfers
-from .fleet.process import STDOUT, Process
-from .fleet.substitution import caller_namespace
+from .._loopthread import run_blocking
+from ..fleet import actions as _actions
+from ..fleet import transfers as _transfers
+from ..fleet.process import STDOUT, Process
+from ..fleet.substitution import caller_namespace
+from .gateway import Gateway
+from .group import Group
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -33,11 +35,9 @@ __all__ = ["Action", "Get", "Local", "ParallelActions", "Put", "Remote", "Sequen
 
 def _core(hosts: Any) -> Any:
     """Facade gateways and groups replaced by their core objects."""
-    from . import sync as _facade  # not at the top: sync imports this module
-
-    if isinstance(hosts, _facade.Gateway):
+    if isinstance(hosts, Gateway):
         return hosts._gateway
-    if isinstance(hosts, _facade.Group):
+    if isinstance(hosts, Group):
         return hosts._group
     if isinstance(hosts, str) or not isinstance(hosts, Sequence | set | frozenset):
         return hosts

@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import _channel, _gateway
-from ._loopthread import run_blocking
-from ._sync_channel import present
-from .files import rsync as _rsync
-
-if TYPE_CHECKING:
-    from . import sync as _facade
+from .. import _channel, _gateway
+from .._loopthread import run_blocking
+from ..files import rsync as _rsync
+from .channel import Channel, present
+from .gateway import Gateway, present_gateway
 
 __all__ = ["RSync"]
 
@@ -48,10 +46,8 @@ class _Bridge(_rsync.RSync):
 
 
 def _facade_object(value: Any) -> Any:
-    from . import sync as _facade  # not at the top: sync imports this module
-
     if isinstance(value, _gateway.Gateway):
-        return _facade._gateway_facade(value)
+        return present_gateway(value)
     if isinstance(value, _channel.Channel):
         return present(value)
     return value
@@ -81,7 +77,7 @@ class RSync:
     def __init__(
         self,
         sourcedir: str | os.PathLike[str],
-        callback: Callable[[str, int, _facade.Channel], object] | None = None,
+        callback: Callable[[str, int, Channel], object] | None = None,
         verbose: bool = True,
     ) -> None:
         self._sourcedir = _rsync.checked_source(sourcedir, callback)
@@ -94,14 +90,14 @@ class RSync:
         to leave things out. Called from a worker thread."""
         return True
 
-    def _report_send_file(self, gateway: _facade.Gateway, modified_rel_path: str) -> None:
+    def _report_send_file(self, gateway: Gateway, modified_rel_path: str) -> None:
         """Called before a file goes to ``gateway``; prints when verbose."""
         if self._verbose:
             print(f"{gateway} <= {modified_rel_path}")
 
     def add_target(
         self,
-        gateway: _facade.Gateway,
+        gateway: Gateway,
         destdir: str | os.PathLike[str],
         finishedcallback: Callable[[], object] | None = None,
         delete: bool = False,
@@ -109,9 +105,7 @@ class RSync:
         """Send the tree to ``destdir`` on ``gateway`` at the next
         :meth:`send`; ``finishedcallback()`` once that target is complete;
         with ``delete``, remove what the source does not have."""
-        from . import sync as _facade  # not at the top: sync imports this module
-
-        core = gateway._gateway if isinstance(gateway, _facade.Gateway) else gateway
+        core = gateway._gateway if isinstance(gateway, Gateway) else gateway
         if not isinstance(core, _gateway.Gateway):
             raise TypeError(f"add_target takes a Gateway, not {type(gateway).__name__}")
         self._targets.append((core, os.fspath(destdir), finishedcallback, delete))

@@ -24,17 +24,25 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
-from . import _channel
-from ._errors import ChannelClosed, RemoteError, TimeoutError
-from ._loopthread import call_blocking as _run_sync
-from ._loopthread import loop_thread, submit
-from ._loopthread import run_blocking as _run
-from .remote.channel import ChannelFileRead, ChannelFileWrite
+from .. import _channel
+from .._errors import ChannelClosed, RemoteError, TimeoutError
+from .._loopthread import call_blocking as _run_sync
+from .._loopthread import loop_thread, submit
+from .._loopthread import run_blocking as _run
+from ..remote.channel import ChannelFileRead, ChannelFileWrite
 
 if TYPE_CHECKING:
-    from .sync import Gateway
+    from .. import _gateway
+    from .gateway import Gateway
 
-__all__ = ["NO_ENDMARKER", "OUTBOX_LIMIT", "Channel", "MultiChannel", "present"]
+__all__ = [
+    "NO_ENDMARKER",
+    "OUTBOX_LIMIT",
+    "Channel",
+    "MultiChannel",
+    "present",
+    "register_gateway_facade",
+]
 
 NO_ENDMARKER = _channel.NO_ENDMARKER
 
@@ -44,6 +52,19 @@ OUTBOX_LIMIT = 1024 * 1024
 
 _facades: weakref.WeakKeyDictionary[_channel.Channel, Channel] = weakref.WeakKeyDictionary()
 _facades_lock = threading.Lock()
+
+
+#: The facade of a core gateway, for :attr:`Channel.gateway`: registered by
+#: :mod:`asyncgw.sync.gateway`, which builds on this module (a registration
+#: point, not an import back up).
+_present_gateway: Callable[[_gateway.Gateway], Gateway] | None = None
+
+
+def register_gateway_facade(function: Callable[[_gateway.Gateway], Gateway]) -> None:
+    """Make ``function(core_gateway)`` the facade that :attr:`Channel.gateway`
+    gives (done once, by :mod:`asyncgw.sync.gateway`)."""
+    global _present_gateway
+    _present_gateway = function
 
 
 def present(channel: _channel.Channel) -> Channel:
@@ -191,9 +212,9 @@ class Channel:
     @property
     def gateway(self) -> Gateway:
         """The gateway this channel belongs to."""
-        from .sync import _gateway_facade  # late: sync builds on this module
-
-        return _gateway_facade(self._channel.gateway)
+        if _present_gateway is None:  # asyncgw.sync imports .gateway first
+            raise RuntimeError("asyncgw.sync.gateway is not imported")
+        return _present_gateway(self._channel.gateway)
 
     def __repr__(self) -> str:
         return repr(self._channel)

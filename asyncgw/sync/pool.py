@@ -29,12 +29,12 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._errors import TimeoutError
-from ._loopthread import call_blocking, loop_thread, run_blocking
-from ._loopthread import submit as _to_loop
-from .objects.supervision import RestartPolicy
-from .pool.functions import function_for
-from .pool.jobs import (
+from .. import RestartPolicy
+from .._errors import TimeoutError
+from .._loopthread import call_blocking, loop_thread, run_blocking
+from .._loopthread import submit as _to_loop
+from ..pool.functions import function_for
+from ..pool.jobs import (
     FAILED,
     MODE_KWARGS,
     MODE_ONE,
@@ -44,20 +44,20 @@ from .pool.jobs import (
     Job,
     ThreadMapJob,
 )
-from .pool.pool import Pool
+from ..pool.pool import Pool
+from .gateway import Gateway
+from .group import Group
 
 __all__ = ["Executor"]
 
 
 def _core(gateways: Any) -> Any:
     """Facade groups and gateways replaced by their core objects."""
-    from . import sync as _facade  # not at the top: sync imports this module
-
-    if isinstance(gateways, _facade.Group):
+    if isinstance(gateways, Group):
         return gateways._group
     if isinstance(gateways, str | int) or not isinstance(gateways, Iterable):
         return gateways
-    return [item._gateway if isinstance(item, _facade.Gateway) else item for item in gateways]
+    return [item._gateway if isinstance(item, Gateway) else item for item in gateways]
 
 
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
