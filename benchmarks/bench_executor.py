@@ -53,24 +53,20 @@ import asyncio
 import concurrent.futures
 import datetime
 import importlib.metadata
-import json
 import multiprocessing
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psutil
+from harness import Recorder, Result, Target
 
 import asyncgw
 from asyncgw.sync import Executor
 
-RESULTS_FILE = Path(__file__).resolve().parent.parent / "docs" / "executor-results.txt"
 CHUNKSIZES = (10, 100, 1000, 10_000)
 CPU_TASKS = 64
 CPU_LOOP = 150_000
@@ -266,31 +262,11 @@ def available() -> list[Contender]:
 # ------------------------------------------------------------------ measuring
 
 
-@dataclass
-class Row:
-    """Samples of one row: (contender label) -> seconds per sample."""
-
-    title: str
-    unit: str
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-    def add(self, label: str, value: float) -> None:
-        self.samples.setdefault(label, []).append(value)
-
-    def median(self, label: str) -> float:
-        return statistics.median(self.samples[label])
-
-    def spread(self, label: str) -> float:
-        values = self.samples[label]
-        middle = statistics.median(values)
-        return (max(values) - min(values)) / 2 / middle if middle else 0.0
-
-
 def label(contender: Contender, chunksize: int | None) -> str:
     return f"{contender.name} {'auto' if chunksize is None else chunksize}"
 
 
-def measure_tasks(contender: Contender, tasks: int, row: Row) -> None:
+def measure_tasks(contender: Contender, tasks: int, row: Result) -> None:
     items = range(tasks // contender.task_share)
     expected = sum(items) + len(items)
     for chunksize in contender.chunksizes:
@@ -309,7 +285,7 @@ def measure_tasks(contender: Contender, tasks: int, row: Row) -> None:
         row.add(label(contender, chunksize), seconds / len(items) * 1e6)
 
 
-def measure_cpu(contender: Contender | None, row: Row) -> None:
+def measure_cpu(contender: Contender | None, row: Result) -> None:
     items = [CPU_LOOP] * CPU_TASKS
     expected = burn(CPU_LOOP) * CPU_TASKS
     if contender is None:
@@ -331,7 +307,7 @@ def measure_cpu(contender: Contender | None, row: Row) -> None:
     assert sum(results) == expected
 
 
-def measure_start(contender: Contender, row: Row) -> None:
+def measure_start(contender: Contender, row: Result) -> None:
     children_before = {child.pid for child in psutil.Process().children(recursive=True)}
     if isinstance(contender, AsyncgwAsync):
         seconds = contender.start_stop()
@@ -346,11 +322,11 @@ def measure_start(contender: Contender, row: Row) -> None:
     psutil.wait_procs(left, timeout=5)
 
 
-def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
+def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Result]]:
     contenders = available()
-    tasks_row = Row(f"per-task overhead, {args.tasks:,} trivial tasks", "us")
-    cpu_row = Row(f"CPU-bound map, {CPU_TASKS} tasks", "s")
-    start_row = Row("pool start+stop, 2 workers", "ms")
+    tasks_row = Result(f"per-task overhead, {args.tasks:,} trivial tasks", "us", False)
+    cpu_row = Result(f"CPU-bound map, {CPU_TASKS} tasks", "s", False)
+    start_row = Result("pool start+stop, 2 workers", "ms", False)
     env = environment(contenders)
     env["load_before"] = os.getloadavg()[0]
     begun = time.perf_counter()
@@ -358,7 +334,11 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
         warm = round_ == 0
         shift = round_ % len(contenders)
         order = contenders[shift:] + contenders[:shift]
-        rows = (Row("", ""), Row("", ""), Row("", "")) if warm else (tasks_row, cpu_row, start_row)
+        rows = (
+            tuple(Result("", "", False) for _ in range(3))
+            if warm
+            else (tasks_row, cpu_row, start_row)
+        )
         print(f"round {round_}{' (warm-up)' if warm else ''}", file=sys.stderr, flush=True)
         for contender in order:
             measure_tasks(contender, args.tasks if not warm else args.tasks // 10, rows[0])
@@ -403,7 +383,7 @@ def figure(value: float) -> str:
     return f"{value:.2f}"
 
 
-def best(row: Row, name: str) -> str | None:
+def best(row: Result, name: str) -> str | None:
     """The label of ``name``'s lowest median in ``row`` (over chunksizes)."""
     labels = [
         key for key in row.samples if key.rsplit(" ", 1)[0] == name and not key.endswith(" 1")
@@ -412,7 +392,7 @@ def best(row: Row, name: str) -> str | None:
     return min(labels, key=row.median) if labels else None
 
 
-def report(env: dict[str, Any], rows: list[Row], args: argparse.Namespace) -> str:
+def report(env: dict[str, Any], rows: list[Result], args: argparse.Namespace) -> str:
     tasks_row, cpu_row, start_row = rows
     versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
     lines = [
@@ -531,6 +511,29 @@ def report(env: dict[str, Any], rows: list[Row], args: argparse.Namespace) -> st
     return "\n".join(lines)
 
 
+def target_list(rows: list[Result]) -> list[Target]:
+    """The targets :func:`report` prints, as results-file entries."""
+    tasks_row, cpu_row, start_row = rows
+    tasks, cpu, start = tasks_row.workload, cpu_row.workload, start_row.workload
+    found = [
+        Target("per-task overhead, asyncgw", tasks, "asyncgw auto", "ProcessPoolExecutor 1", 0.2),
+        Target("per-task overhead, asyncgw.sync", tasks, "asyncgw.sync auto",
+               "ProcessPoolExecutor 1", 0.2),
+        Target("CPU-bound speedup at 2 workers (1 process / asyncgw)", cpu, "1 process",
+               "asyncgw", 1.8, at_most=False),
+        Target("pool start+stop", start, "asyncgw", "ProcessPoolExecutor", 2.0),
+    ]  # fmt: skip
+    if "dask auto" in tasks_row.samples:
+        found.append(Target("per-task overhead against dask", tasks, "asyncgw auto", "dask auto",
+                            0.1))  # fmt: skip
+    fixed = [key for key in tasks_row.samples if not key.endswith(" auto")]
+    if fixed:
+        best_key = min(fixed, key=lambda key: tasks_row.median(key) or 0.0)
+        found.append(Target("automatic chunks against the best chunksize of any contender",
+                            tasks, "asyncgw auto", best_key, 1.2))  # fmt: skip
+    return found
+
+
 def target(what: str, value: float, bound: float, higher: bool = False) -> str:
     ok = value >= bound if higher else value <= bound
     sign = ">=" if higher else "<="
@@ -555,21 +558,23 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10 000 tasks, 1 round")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tasks", type=int, default=100_000)
-    parser.add_argument("--json", help="write every sample here")
-    parser.add_argument("--results", help=f"write the table here (full run: {RESULTS_FILE})")
+    parser.add_argument("--json", help="results file (default: docs/_results/executor.json)")
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.repeat = 10_000, 1
-    elif args.results is None:
-        args.results = str(RESULTS_FILE)
+    recorder = Recorder("executor", quick=args.quick)
     env, rows = run(args)
+    recorder.peers = list(env["versions"])
     text = report(env, rows, args)
     print(text)
-    if args.results:
-        Path(args.results).write_text(text + "\n", encoding="utf-8")
-    if args.json:
-        document = {"env": env, "rows": {row.title: row.samples for row in rows}}
-        Path(args.json).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    recorder.notes.append(
+        f"{WORKERS} workers each; us: microseconds per task, map of a started pool; "
+        "dask.distributed runs a smaller share of the tasks."
+    )
+    recorder.write(
+        rows, target_list(rows), config={"tasks": args.tasks, "repeat": args.repeat},
+        path=args.json,
+    )  # fmt: skip
     # The stdlib's and loky's helpers (fork server, resource tracker) live
     # as long as this process, by design; anything else is a leak.
     left = [child for child in psutil.Process().children(recursive=True) if not helper(child)]

@@ -72,8 +72,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import datetime
 import hashlib
 import json
 import os
@@ -81,7 +79,6 @@ import platform
 import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,8 +88,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import (
+    Recorder,
+    Result,
+    Target,
+    format_cell,
+    format_ratio,
+    format_rows,
+    reap_children,
+    version,
+)
+
 REPO = Path(__file__).resolve().parent.parent
-RESULTS_FILE = REPO / "docs" / "fleet-results.txt"
 CONTENDERS = ("floor", "asyncgw", "parallel-ssh", "fabric")
 #: The import each contender needs, checked before the run.
 IMPORTS = {
@@ -455,33 +462,6 @@ def worker(document: str) -> int:
 
 
 @dataclass
-class Result:
-    """One table row: a metric per contender, every sample kept."""
-
-    workload: str
-    unit: str
-    higher_is_better: bool
-    samples: dict[str, list[float]] = field(default_factory=dict)
-
-    def median(self, name: str) -> float | None:
-        values = self.samples.get(name)
-        return statistics.median(values) if values else None
-
-    def spread(self, name: str) -> float | None:
-        values = self.samples.get(name)
-        if not values:
-            return None
-        median = statistics.median(values)
-        return (max(values) - min(values)) / 2 / median if median else 0.0
-
-    def ratio(self, name: str, other: str = "floor") -> float | None:
-        mine, theirs = self.median(name), self.median(other)
-        if mine is None or not theirs:
-            return None
-        return mine / theirs
-
-
-@dataclass
 class Failure:
     """Hosts that failed in one measurement."""
 
@@ -502,37 +482,6 @@ class Run:
     failures: list[Failure] = field(default_factory=list)
 
 
-def format_value(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value >= 1000:
-        return f"{value:,.0f}"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def format_cell(result: Result, name: str) -> str:
-    median, spread = result.median(name), result.spread(name)
-    if median is None or spread is None:
-        return "-"
-    return f"{format_value(median)} ±{spread * 100:.0f}%"
-
-
-def format_rows(header: list[str], rows: list[list[str]]) -> str:
-    """A plain-text table: the first column left-aligned, the others right."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest])
-
-    return "\n".join([line(header), "-" * len(line(header)), *map(line, rows)])
-
-
 def render_table(results: Sequence[Result], contenders: Sequence[str]) -> str:
     others = [name for name in contenders if name != "floor"]
     header = ["", "unit", "better", *contenders, *(f"{name}/floor" for name in others)]
@@ -542,7 +491,7 @@ def render_table(results: Sequence[Result], contenders: Sequence[str]) -> str:
             result.unit,
             "higher" if result.higher_is_better else "lower",
             *(format_cell(result, name) for name in contenders),
-            *("-" if (ratio := result.ratio(name)) is None else f"{ratio:.2f}" for name in others),
+            *(format_ratio(result.ratio("floor", mine_name=name)) for name in others),
         ]
         for result in results
     ]
@@ -604,8 +553,8 @@ def measure(
         "memory put": Result("memory per host, put", "KiB", higher_is_better=False),
     }
     cpu = {
-        "hostname": Result("rows 1-2 (connect, 2 commands)", "cpu s", higher_is_better=False),
-        "put": Result("put", "cpu s", higher_is_better=False),
+        "hostname": Result("cpu: rows 1-2 (connect, 2 commands)", "cpu s", higher_is_better=False),
+        "put": Result("cpu: put", "cpu s", higher_is_better=False),
     }
     for result in (*rows.values(), *cpu.values()):
         result.samples = {name: [] for name in contenders}
@@ -656,18 +605,6 @@ def measure(
                 cpu[task].samples[name].append(outcome["cpu"])
         progress(f"  {what}: {time.perf_counter() - started:.1f}s")
     return run
-
-
-def versions(contenders: Sequence[str]) -> dict[str, str]:
-    import importlib.metadata
-
-    found = {}
-    for name in contenders:
-        try:
-            found[name] = importlib.metadata.version(DISTRIBUTIONS[name])
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "?"
-    return found
 
 
 def importable(contenders: Sequence[str], progress: Callable[[str], None]) -> list[str]:
@@ -723,6 +660,25 @@ def report(args: argparse.Namespace, run: Run, env: dict[str, Any], skipped: Seq
     return "\n".join(lines)
 
 
+def target_list(run: Run) -> list[Target]:
+    """The issue's targets as results-file entries (the same rule as :func:`targets`)."""
+    found = []
+    for result in run.rows.values():
+        for other in run.contenders:
+            if other == "asyncgw" or result.ratio(other, mine_name="asyncgw") is None:
+                continue
+            if other == "floor":
+                limit, at_most = (1 / 1.1, False) if result.higher_is_better else (1.1, True)
+            elif other == "parallel-ssh" and result.unit == "MB/s":
+                limit, at_most = 1.0, False
+            else:
+                # "ahead": strictly better; a tie at 1.00 prints as met (rounding).
+                limit, at_most = 1.0, not result.higher_is_better
+            found.append(Target(f"{result.workload}, {other}", result.workload, "asyncgw",
+                                other, limit, at_most))  # fmt: skip
+    return found
+
+
 def targets(run: Run) -> list[str]:
     """asyncgw against the issue's targets: within 1.1x of the floor and
     ahead of parallel-ssh and fabric on every row (the put at least level
@@ -734,7 +690,7 @@ def targets(run: Run) -> list[str]:
     for result in run.rows.values():
         checks = []
         for other in run.contenders:
-            ratio = result.ratio("asyncgw", other)
+            ratio = result.ratio(other, mine_name="asyncgw")
             if other == "asyncgw" or ratio is None:
                 continue
             if other == "floor":
@@ -762,11 +718,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(CONTENDERS)}",
     )
     parser.add_argument(
-        "--results",
-        metavar="PATH",
-        help=f"write the table here (default for a full run: {RESULTS_FILE})",
+        "--json", metavar="PATH", help="results file (default: docs/_results/fleet.json)"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
     parser.add_argument(
         "--output-mb",
         type=int,
@@ -782,25 +735,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.put_mb = 10 if args.quick else 50
     if args.output_mb is None:
         args.output_mb = 200 if args.quick else 1000
-    if args.results is None and not args.quick and not args.only_output:
-        args.results = str(RESULTS_FILE)
     args.contenders = [name for name in args.contenders.split(",") if name]
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders: {', '.join(sorted(unknown))}")
     return args
-
-
-def reap_children() -> list[str]:
-    """Kill whatever child process is left (there should be none)."""
-    import psutil
-
-    leftovers = psutil.Process().children(recursive=True)
-    for child in leftovers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.kill()
-    psutil.wait_procs(leftovers, timeout=10)
-    return [f"{child.pid}" for child in leftovers]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -820,17 +759,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     contenders = importable(args.contenders, progress)
     skipped = [name for name in args.contenders if name not in contenders]
+    recorder = Recorder(
+        "fleet", peers=[DISTRIBUTIONS[n] for n in contenders if n != "asyncgw"], quick=args.quick
+    )
+    recorder.notes += [
+        "The 32 hosts are network namespaces of this 2-core machine: the sshds' work competes "
+        "with the client's.",
+        "floor: asyncssh + asyncio.gather. fabric's put is a thread per host over Connection.put.",
+    ]
+    if skipped:
+        recorder.notes.append(f"skipped (library not importable): {', '.join(skipped)}")
     env = {
-        "date": datetime.date.today().isoformat(),
+        "date": recorder.started.date().isoformat(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "versions": versions(contenders),
+        "versions": {n: version(DISTRIBUTIONS[n]) or "?" for n in contenders},
     }
+    config = {"hosts": args.hosts, "repeat": args.repeat, "put_mb": args.put_mb,
+              "output_mb": args.output_mb, "contenders": contenders}  # fmt: skip
     started = time.perf_counter()
     progress(f"benchmarking a fleet of {args.hosts} hosts: {', '.join(contenders)}...")
     leftovers: list[str] = []
     output_table = ""
+    output_rows: list[Result] = []
     if args.only_output:
         args.contenders, contenders = [], []
         args.hosts = 1
@@ -862,7 +814,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.output_mb:
                     from bench_fleet_output import measure_output
 
-                    output_table = measure_output(
+                    output_table, output_rows = measure_output(
                         directory,
                         hosts[0],
                         keys.user_key_path,
@@ -877,32 +829,22 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"WARNING: killed leftover child processes: {', '.join(leftovers)}")
     if run is None:  # --only-output
         print(output_table)
-        if args.results:
-            Path(args.results).write_text(output_table + "\n", encoding="utf-8")
+        recorder.name = "fleet_output"
+        recorder.write(output_rows, config=config, path=args.json)
         return 1 if leftovers else 0
     text = report(args, run, env, skipped)
     if output_table:
         text += "\n\n" + output_table
     print(text)
     print(f"total {time.perf_counter() - started:.0f}s")
-    if args.results:
-        Path(args.results).write_text(text + "\n", encoding="utf-8")
-    if args.json:
-        document = {
-            "environment": env,
-            "results": [
-                {
-                    "workload": result.workload,
-                    "unit": result.unit,
-                    "higher_is_better": result.higher_is_better,
-                    "median": {name: result.median(name) for name in result.samples},
-                    "samples": result.samples,
-                }
-                for result in (*run.rows.values(), *run.cpu.values())
-            ],
-            "failures": [failure.__dict__ for failure in run.failures],
-        }
-        Path(args.json).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    recorder.write(
+        [*run.rows.values(), *output_rows, *run.cpu.values()],
+        target_list(run),
+        config=config,
+        path=args.json,
+        extra={"failures": [failure.__dict__ for failure in run.failures],
+               "cpu_rows": [r.workload for r in run.cpu.values()]},
+    )  # fmt: skip
     return 1 if leftovers else 0
 
 

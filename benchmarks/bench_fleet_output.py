@@ -27,6 +27,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from harness import Result
+
 MB = 1_000_000
 LINE = b"0123456789" * 7 + b"\n"
 
@@ -135,8 +137,8 @@ def measure_output(
     size_mb: int,
     repeat: int,
     progress: Callable[[str], None],
-) -> str:
-    """The row's table, as text."""
+) -> tuple[str, list[Result]]:
+    """The row's table, as text, and its rows (MB/s; the worst stall, ms)."""
     contenders = [name for name in CONTENDERS if name != "parallel-ssh" or _has_pssh()]
     path = make_file(directory, size_mb)
     size = path.stat().st_size
@@ -177,7 +179,15 @@ def measure_output(
             ]
             if rates:
                 lines.append(f"    {name:16} {statistics.median(rates) / reference:.2f}x")
-    return "\n".join(lines)
+    rate = Result(f"output: cat {size_mb} MB, read back", "MB/s", higher_is_better=True)
+    stall = Result(f"output: worst event-loop stall, cat {size_mb} MB", "ms", False)
+    for name in contenders:
+        for s in samples[name]:
+            if s.get("ok") and s["seconds"]:
+                rate.add(name, size / MB / float(s["seconds"]))  # type: ignore[arg-type]
+            if s.get("stall") is not None:
+                stall.add(name, float(s["stall"]) * 1000)  # type: ignore[arg-type]
+    return "\n".join(lines), [rate, stall]
 
 
 def _has_pssh() -> bool:

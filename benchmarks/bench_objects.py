@@ -76,7 +76,6 @@ import cProfile
 import datetime
 import importlib.metadata
 import inspect
-import json
 import os
 import platform
 import pstats
@@ -95,9 +94,11 @@ from typing import Any
 import psutil
 import Pyro5.api
 import rpyc
-from bench_core import (
+from harness import (
     EXIT_TIMEOUT,
+    Recorder,
     Result,
+    Target,
     format_cell,
     format_ratio,
     format_rows,
@@ -129,7 +130,14 @@ CHAIN_CODE = {
     "pyro5": "c.get_abc() *",
 }
 ECHO_LOOP = "for item in channel:\n    channel.send(item)\n"
-RESULTS_FILE = Path(__file__).resolve().parent.parent / "docs" / "objects-results.txt"
+#: The same targets as results-file entries, for both APIs.
+RESULT_TARGETS = tuple(
+    Target(f"{TITLES[row]}, {LABELS[mine]}", TITLES[row], mine, "rpyc", bound,
+           note="rpyc's call looks the method up in a round trip of its own"
+           if row == "call" else "rpyc's chain is three round trips")
+    for row, bound in TARGETS.items()
+    for mine in ("asyncgw", "sync")
+)  # fmt: skip
 #: Seconds the Pyro5 server may take to print its URI.
 SERVER_START_TIMEOUT = 30.0
 
@@ -508,7 +516,7 @@ def measure(config: Config, progress: Callable[[str], None]) -> tuple[list[Resul
         for row in ROWS
     }
     cpus = {
-        row: Result(TITLES[row], "cpu us/item" if row == "stream" else "cpu us", False)
+        row: Result(f"{TITLES[row]} (cpu)", "cpu us/item" if row == "stream" else "cpu us", False)
         for row in ROWS
     }
     for row in ROWS:
@@ -734,18 +742,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm", type=int, default=200, help="untimed operations per sample")
     parser.add_argument("--profile", action="store_true", help="then profile a call, printed")
     parser.add_argument(
-        "--results",
-        metavar="PATH",
-        help=f"write the table here (default for a full run: {RESULTS_FILE})",
+        "--json", metavar="PATH", help="results file (default: docs/_results/objects.json)"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 7
     if args.calls is None:
         args.calls = 500 if args.quick else 3000
-    if args.results is None and not args.quick:
-        args.results = str(RESULTS_FILE)
     return args
 
 
@@ -760,6 +763,11 @@ def main(argv: list[str] | None = None) -> int:
         stream_items_peers=2_000 if args.quick else 10_000,
     )
     env = environment_info()
+    recorder = Recorder("objects", peers=["rpyc", "Pyro5", "uvloop"], quick=args.quick)
+    recorder.notes.append(
+        "rpyc's method call c.add(1) is two round trips (the lookup of c.add, then the call); "
+        "asyncgw's is one. The 'method held' row is one round trip for both."
+    )
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -773,15 +781,10 @@ def main(argv: list[str] | None = None) -> int:
         env["seconds"] = time.perf_counter() - started
         text = report(env, config, results, cpu)
         print(text)
-        if args.results:
-            Path(args.results).write_text(text + "\n", encoding="utf-8")
-        if args.json:
-            document = {
-                "environment": env,
-                "config": config.__dict__,
-                "results": [result.as_json() for result in [*results, *cpu]],
-            }
-            Path(args.json).write_text(json.dumps(document, indent=2), encoding="utf-8")
+        recorder.write(
+            [*results, *cpu], RESULT_TARGETS, config=config.__dict__, path=args.json,
+            extra={"cpu_rows": [r.workload for r in cpu]},
+        )  # fmt: skip
         if args.profile:
             profile(5000, progress)
     except WrongAnswer as failure:

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
+from harness import Recorder, Result
 
 GATEWAYS = (1, 8, 32, 128, 1000)
 CHANNELS = (1, 100, 10_000)
@@ -618,6 +619,32 @@ def plot(points: list[Point], path: str, title: str) -> None:
     plt.close(figure)
 
 
+#: The metrics a point's samples carry that the results file keeps as rows.
+METRICS = (
+    ("seconds", "start+rt+exit", "ms", 1e3),
+    ("up_seconds", "start alone", "ms", 1e3),
+    ("local_mib", "caller's RSS growth", "MiB", 1.0),
+    ("remote_rss_mib", "workers' RSS, summed", "MiB", 1.0),
+    ("remote_pss_mib", "workers' PSS, summed", "MiB", 1.0),
+)
+
+
+def as_results(points: list[Point]) -> list[Result]:
+    """The points as rows: one per series, size and metric, a contender per
+    implementation (``"<size> gateways: <metric>"``, ``"<size> channels: ..."``)."""
+    rows: dict[str, Result] = {}
+    for point in points:
+        for key, title, unit, scale in METRICS:
+            if point.series == "channels" and key == "seconds":
+                title = "open+echo+end"
+            name = f"{point.size} {point.series}: {title}"
+            for sample in point.samples:
+                if key in sample:
+                    row = rows.setdefault(name, Result(name, unit, higher_is_better=False))
+                    row.add(point.impl, sample[key] * scale)
+    return list(rows.values())
+
+
 def environment(sizes: dict[str, tuple[int, ...]], reps: int) -> dict[str, Any]:
     import execnet
 
@@ -639,8 +666,10 @@ def environment(sizes: dict[str, tuple[int, ...]], reps: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="up to 32 gateways, 1000 channels")
-    parser.add_argument("--json", metavar="PATH", help="write every sample as JSON")
-    parser.add_argument("--plot", metavar="PATH", help="write the 2x2 plot as PNG")
+    parser.add_argument(
+        "--json", metavar="PATH", help="results file (default: docs/_results/scaling.json)"
+    )
+    parser.add_argument("--plot", metavar="PATH", help="also write the 2x2 plot as PNG")
     parser.add_argument("--gateways", metavar="N,...", help="gateway counts to run (default: all)")
     parser.add_argument("--channels", metavar="M,...", help="channel counts ('' for none)")
     parser.add_argument("--output", metavar="PATH", help="also write the table to PATH")
@@ -661,6 +690,13 @@ def main(argv: list[str] | None = None) -> int:
         if chosen is not None:
             sizes[series] = tuple(int(n) for n in chosen.split(",") if n.strip())
     env = environment(sizes, REPS)
+    recorder = Recorder("scaling", peers=["execnet"], quick=args.quick)
+    if sizes["gateways"] != GATEWAYS or sizes["channels"] != CHANNELS:
+        recorder.reduced = f"sizes {sizes} instead of {GATEWAYS} gateways, {CHANNELS} channels"
+    recorder.notes.append(
+        "execnet starts its gateways one at a time (makegateway in turn; it has no parallel "
+        "start); asyncgw starts them together (makegateways)."
+    )
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -697,14 +733,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         with open(args.output, "w", encoding="utf-8") as out:
             out.write(text + "\n")
-    if args.json:
-        document = {
-            "environment": env,
-            "points": [p.__dict__ for p in points],
-            "leftovers": leftovers,
-        }
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(document, out, indent=1)
+    failures = {f"{p.series}={p.size} {p.impl}": p.failure for p in points if p.failure}
+    recorder.write(
+        as_results(points),
+        config=env,
+        path=args.json,
+        extra={"failures": failures, "leftovers": leftovers},
+    )
     if args.plot:
         plot(points, args.plot, title)
     if leftovers:

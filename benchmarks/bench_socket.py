@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import signal
@@ -42,23 +41,25 @@ from bench_core import (
     CHUNK,
     COUNT_BYTES,
     ECHO_LOOP,
-    EXIT_TIMEOUT,
     MIB,
     Config,
+    pour,
+)
+from bench_ssh import sshd_host
+from harness import (
+    EXIT_TIMEOUT,
+    Recorder,
     Result,
     Sampler,
     format_cell,
     format_ratio,
     format_rows,
     measure,
-    pour,
     reap_children,
 )
-from bench_ssh import sshd_host
 
 import asyncgw
 
-RESULTS_FILE = Path(__file__).resolve().parent.parent / "docs" / "socket-results.txt"
 NAMES = ("tls", "plaintext", "ssh")
 SECRET = "bench-socket-secret-0123456789"
 
@@ -136,7 +137,7 @@ async def start_once(spec: str) -> float:
 
 async def bench_start(config: Config, specs: dict[str, str]) -> Result:
     samples = await measure(
-        config,
+        config.warmup,
         config.start_reps,
         {name: (lambda spec=spec: start_once(spec)) for name, spec in specs.items()},
     )
@@ -170,10 +171,10 @@ async def bench_steady(config: Config, specs: dict[str, str]) -> list[Result]:
             return sample
 
         rtt = await measure(
-            config, config.steady_reps, {name: round_trips(c) for name, c in echoes.items()}
+            config.warmup, config.steady_reps, {name: round_trips(c) for name, c in echoes.items()}
         )
         poured = await measure(
-            config,
+            config.warmup,
             config.steady_reps,
             {
                 name: (lambda sink=sink: pour(sink, chunk_list, chunks * MIB))
@@ -222,13 +223,11 @@ def render_table(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples, smaller sizes")
-    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
     parser.add_argument(
-        "--results", help=f"write the table here (default for a full run: {RESULTS_FILE})"
+        "--json", metavar="PATH", help="results file (default: docs/_results/socket.json)"
     )
     args = parser.parse_args(argv)
-    if args.results is None and not args.quick:
-        args.results = str(RESULTS_FILE)
+    recorder = Recorder("socket", peers=["asyncssh"], quick=args.quick)
     config = Config(
         start_reps=3 if args.quick else 7,
         steady_reps=3 if args.quick else 7,
@@ -238,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         ints=0,
         mebibytes=32 if args.quick else 128,
     )
-    load_before = os.getloadavg()[0]
+    load_before = recorder.load_start[0]
     started = time.perf_counter()
     try:
         results, version = asyncio.run(run(config))
@@ -264,16 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         "ssh: ssh= to a loopback OpenSSH sshd (asyncssh client). Ratios: TLS's median over"
         " the other's (for MiB/s above 1 means TLS is faster).",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.results:
-        Path(args.results).write_text(text + "\n", encoding="utf-8")
-    if args.json:
-        document = {
-            "config": config.__dict__,
-            "results": [result.as_json() for result in results],
-        }
-        Path(args.json).write_text(json.dumps(document, indent=2), encoding="utf-8")
+    print("\n".join(lines))
+    recorder.notes.append(lines[-3] + " " + lines[-2] + " " + lines[-1])
+    recorder.write(results, config={**config.__dict__, "tls": version}, path=args.json)
     return 1 if leftovers else 0
 
 

@@ -61,10 +61,10 @@ from typing import Any
 
 import execnet
 import pytest
-from bench_core import (
-    Config,
+from bench_core import Config, bench_roundtrip
+from harness import (
+    Recorder,
     Result,
-    bench_roundtrip,
     format_cell,
     format_ratio,
     format_rows,
@@ -83,7 +83,6 @@ COLLECTED = re.compile(rf"\b{TESTS} tests? collected\b")
 RUN_TIMEOUT = 600.0
 IMPLEMENTATIONS = ("execnet", "asyncgw")
 PYTEST = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-RESULTS_FILE = Path(__file__).resolve().parent.parent / "docs" / "xdist-results.txt"
 #: Environment variable naming the file the profiling conftest appends to.
 TIMELINE_VARIABLE = "BENCH_XDIST_TIMELINE"
 
@@ -183,7 +182,7 @@ def measure_xdist(
     """Wall time and CPU time (seconds) per worker count, one ``Result``
     each; execnet and asyncgw take turns, rotating who goes first."""
     walls = {n: Result(f"-n {n}", "s", higher_is_better=False) for n in worker_counts}
-    cpus = {n: Result(f"-n {n}", "cpu s", higher_is_better=False) for n in worker_counts}
+    cpus = {n: Result(f"-n {n} (cpu)", "cpu s", higher_is_better=False) for n in worker_counts}
     for result in (*walls.values(), *cpus.values()):
         result.samples = {name: [] for name in IMPLEMENTATIONS}
     for round_ in range(warmup + repeat):
@@ -544,25 +543,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round, -n 0 and -n 2 only")
     parser.add_argument("--profile", action="store_true", help="then profile asyncgw -n 8 once")
     parser.add_argument(
-        "--results",
-        metavar="PATH",
-        help=f"write the table here (default for a full run: {RESULTS_FILE})",
+        "--json", metavar="PATH", help="results file (default: docs/_results/xdist.json)"
     )
-    parser.add_argument("--json", metavar="PATH", help="also write every sample as JSON")
     args = parser.parse_args(argv)
     if args.quick:
         args.repeat = 1
     args.workers = (0, 2) if args.quick else (0, 2, 8)
     args.roundtrips = 2_000 if args.quick else 5_000
     args.roundtrip_repeat = 3 if args.quick else 5
-    if args.results is None and not args.quick:
-        args.results = str(RESULTS_FILE)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = environment_info()
+    recorder = Recorder("xdist", peers=["execnet", "pytest", "pytest-xdist"], quick=args.quick)
+    recorder.notes.append(
+        "On execnet, xdist starts its workers one at a time (execnet has no parallel start); "
+        "with -p asyncgw.xdist the workers fork from asyncgw's fork server together."
+    )
 
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -580,14 +579,12 @@ def main(argv: list[str] | None = None) -> int:
             text = report(env, args, rows, cpu, roundtrip)
             print(text)
             print(f"total {time.perf_counter() - started:.0f}s")
-            if args.results:
-                Path(args.results).write_text(text + "\n", encoding="utf-8")
-            if args.json:
-                document = {
-                    "environment": env,
-                    "results": [r.as_json() for r in [*rows, *cpu, roundtrip]],
-                }
-                Path(args.json).write_text(json.dumps(document, indent=2), encoding="utf-8")
+            recorder.write(
+                [*rows, *cpu, roundtrip],
+                config={"workers": list(args.workers), "repeat": args.repeat,
+                        "roundtrips": args.roundtrips},
+                path=args.json,
+            )  # fmt: skip
             if args.profile:
                 profile(project, progress)
     except RunFailed as failure:
