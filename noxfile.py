@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint"]
+nox.options.sessions = ["tests-3.11", "lint"]
 nox.options.default_venv_backend = "venv"
 
 
-@nox.session(python="3.11")
+#: This side's interpreters: the whole suite runs on each (``nox -s tests-3.12``).
+LOCAL_PYTHONS = ["3.11", "3.12", "3.13"]
+#: The far side's: the worker of every transport-independent test runs on each
+#: (``nox -s far_side -- 3.9``); 3.11 is this side's own, in every run.
+WORKER_PYTHONS = ["3.9", "3.10", "3.12", "3.13"]
+
+
+@nox.session(python=LOCAL_PYTHONS)
 def tests(session: nox.Session) -> None:
     """The test suite (real subprocesses; ssh tests start their own servers)."""
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def far_side(session: nox.Session) -> None:
+    """Every transport-independent test with the worker on each of
+    WORKER_PYTHONS in turn (``-- 3.9 3.13`` for some), one pytest run each.
+    The interpreters are found by tests/conftest.py; a missing one skips
+    (``ASYNCGW_REQUIRE_MATRIX=1``: fails)."""
+    session.install("-e", ".[test]")
+    versions = [arg for arg in session.posargs if not arg.startswith("-")] or WORKER_PYTHONS
+    options = [arg for arg in session.posargs if arg.startswith("-")]
+    for version in versions:
+        session.run("pytest", "-q", f"--worker-python={version}", *options)
 
 
 @nox.session(python="3.11")
@@ -76,7 +96,8 @@ EXECNET_VERSION = "2.1.2"
 @nox.session(python="3.11")
 def execnet_suite(session: nox.Session) -> None:
     """execnet's own tests against asyncgw.sync: its sdist, downloaded now,
-    over popen, popen//via= and (as root, with sshd) a loopback sshd."""
+    over popen, popen//via= and (as root, with sshd) a loopback sshd. Gated
+    by tests/peers/execnet_expected.toml; writes docs/_results/execnet_suite.json."""
     session.install("-e", ".[test]")
     sdists = session.create_tmp()
     session.run(
@@ -84,7 +105,10 @@ def execnet_suite(session: nox.Session) -> None:
         f"execnet=={EXECNET_VERSION}", "-d", sdists,
     )  # fmt: skip
     sdist = next(__import__("pathlib").Path(sdists).glob("execnet-*.tar.gz"))
-    session.run("python", "-m", "tests.peers.execnet_suite", str(sdist), *session.posargs)
+    session.run(
+        "python", "-m", "tests.peers.execnet_suite", str(sdist),
+        "--results", "docs/_results/execnet_suite.json", *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(python="3.11")

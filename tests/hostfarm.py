@@ -31,7 +31,6 @@ import itertools
 import os
 import re
 import selectors
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,8 +38,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import pytest
-
+from .conftest import require_root_netns
 from .realsshd import require_sshd, spawn_sshd, stop_sshd, write_sshd_config
 from .sshserver import Keys
 
@@ -73,13 +71,10 @@ class HostFarm(list[str]):
 
 
 def require_farm() -> None:
-    """Skip without root, iproute2 or sshd; fail instead where
-    ASYNCGW_REQUIRE_SSHD is set (CI)."""
+    """Skip without root, iproute2, working network namespaces or sshd; fail
+    instead where ASYNCGW_REQUIRE_SSHD or ASYNCGW_REQUIRE_ROOT is set (CI)."""
     require_sshd()
-    if shutil.which("ip") is None or os.geteuid() != 0:
-        if os.environ.get("ASYNCGW_REQUIRE_SSHD"):
-            pytest.fail("network namespaces need root and iproute2 here")
-        pytest.skip("network namespaces need root and iproute2")
+    require_root_netns()  # also checks that `ip netns add` works here
 
 
 def known_hosts_for(keys: Keys, addresses: Iterable[str], path: Path) -> Path:

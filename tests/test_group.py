@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +11,8 @@ import psutil
 import pytest
 
 import asyncgw
+
+from .conftest import PYTHON39
 
 pytestmark = pytest.mark.anyio
 
@@ -100,13 +101,7 @@ async def test_env_and_dont_write_bytecode(group: asyncgw.Group) -> None:
 
 
 #: An older interpreter than ours, to show python= reaching any Python >= 3.9.
-PYTHON39 = "/root/.pyenv/versions/3.9.18/bin/python3.9"
-if not os.path.exists(PYTHON39):
-    PYTHON39 = shutil.which("python3.9") or PYTHON39
-HAVE_PYTHON39 = os.path.exists(PYTHON39)
-
-
-@pytest.mark.skipif(not HAVE_PYTHON39, reason="no Python 3.9 interpreter on this machine")
+@pytest.mark.python("3.9")  # skips, or fails in CI, where no 3.9 is found
 async def test_python_key_starts_that_interpreter(group: asyncgw.Group) -> None:
     python39 = PYTHON39
     gw = await group.makegateway(f"popen//python={python39}")
