@@ -197,10 +197,16 @@ async def open_popen(
 
 
 async def start_process(
-    argv: list[str], spec: XSpec, sink: StreamSink, bootstrap: bytes
+    argv: list[str],
+    spec: XSpec,
+    sink: StreamSink,
+    bootstrap: bytes,
+    protocol_class: type[_Protocol] = _Protocol,
 ) -> PopenTransport:
     """Run ``argv`` (which must yield a worker's loader on its stdin/stdout)
     as a child in a session of its own and send it ``bootstrap``.
+    ``protocol_class`` reads the child's pipes (a subclass may read stderr
+    first: srun's, for the slurm transport).
 
     :raises HostNotFound: if ``argv[0]`` cannot be executed.
     """
@@ -209,7 +215,7 @@ async def start_process(
     _enlarge_pipe(output)
     try:
         transport, protocol = await loop.subprocess_exec(
-            lambda: _Protocol(sink),
+            lambda: protocol_class(sink),
             *argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=output_end,
