@@ -36,6 +36,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 TEST_FILES = [
     "test_channel.py",
@@ -96,11 +97,11 @@ def _sshd(home: Path) -> Iterator[bool]:
         yield True
 
 
-def load_expected(path: Path) -> list[dict[str, object]]:
+def load_expected(path: Path) -> list[dict[str, Any]]:
     """The expected-failure entries of ``path``: each has ``reason`` (one of
     :data:`REASONS`), ``why`` and ``tests`` (test ids; a trailing ``[*]``
     stands for every parametrization of that test)."""
-    entries: list[dict[str, object]] = tomllib.loads(path.read_text())["expected"]
+    entries: list[dict[str, Any]] = tomllib.loads(path.read_text())["expected"]
     for entry in entries:
         if entry.get("reason") not in REASONS or not entry.get("why") or not entry.get("tests"):
             raise SystemExit(f"{path}: entry needs reason in {REASONS}, why and tests: {entry}")
@@ -114,11 +115,11 @@ def _matches(pattern: str, test_id: str) -> bool:
 
 
 def judge(
-    outcomes: dict[str, dict[str, str]], entries: list[dict[str, object]], files: list[str]
+    outcomes: dict[str, dict[str, str]], entries: list[dict[str, Any]], files: list[str]
 ) -> tuple[dict[str, int], list[str], list[str]]:
     """Counts, unexpected failures and stale expectations (an expected
     failure that passed, or an entry that names no test of ``files``)."""
-    patterns = [(str(test), entry) for entry in entries for test in entry["tests"]]  # type: ignore[attr-defined]
+    patterns = [(str(test), entry) for entry in entries for test in entry["tests"]]
     counts = dict.fromkeys(
         ["passed", "expected_failures", "xpassed", "xfailed", "skipped", "unexpected_failures"], 0
     )

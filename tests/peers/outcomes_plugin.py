@@ -30,6 +30,7 @@ def _first_line(report: pytest.TestReport) -> str:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     wasxfail = hasattr(report, "wasxfail")
+    outcome: str
     if report.when == "call":
         outcome = ("xfailed" if report.skipped else "xpassed") if wasxfail else report.outcome
     elif report.failed:
