@@ -43,6 +43,7 @@ MODULES = [
     "asyncgw.xdist",
     "asyncgw.cli",
     "asyncgw.sync",
+    "asyncgw.compat",
 ]
 
 

@@ -41,12 +41,18 @@ def present_gateway(gateway: _gateway.Gateway) -> Gateway:
     return facade if facade is not None else Gateway(gateway)
 
 
-# Channels name their gateway's facade; this module builds on theirs.
+# Channel.gateway gives this facade: channels are told, as they are below
+# gateways and cannot import them.
 register_gateway_facade(present_gateway)
 
 
 class Gateway:
-    """A gateway with execnet's blocking API."""
+    """A gateway with execnet's blocking API.
+
+    :param gateway: the core gateway it runs.
+    :param execmodel: this side's execution model, its group's (``thread``
+        if not given).
+    """
 
     def __init__(self, gateway: _gateway.Gateway, execmodel: ExecModel | None = None) -> None:
         self._gateway = gateway
