@@ -13,8 +13,17 @@ Frames::
     +------+------------+----------------+---------------------+
 
 Values are a tagged binary encoding of a closed set of types (see
-``dumps``). Decoding only ever builds those types: it never imports,
-evaluates or unpickles anything.
+``dumps``). Decoding only ever builds those types: it never evaluates or
+unpickles anything, and imports nothing but numpy (lazily, and only when
+an array arrives: see ``ARRAY_KINDS``).
+
+numpy arrays travel as dtype, shape and raw buffer when numpy is
+installed: the module never imports numpy itself (an array is recognised
+by its type's name), so it stays stdlib-only and values of every other
+type cost nothing more. An array is validated before anything is built:
+its dtype string must be one of ``ARRAY_KINDS`` (no object, no structured
+dtypes) and its shape times its item size must equal its byte count. An
+array arriving where numpy is missing is a ``LoadError`` naming numpy.
 """
 
 from __future__ import annotations
@@ -218,6 +227,8 @@ class FrameDecoder:
 #   l t S z <u32 n> items      list tuple set frozenset
 #   d <u32 n> key value ...    dict
 #   C <u32 id>                 channel
+#   A <u8 n> dtype <u8 ndim> <u64 dim>*ndim <u64 nbytes> raw   numpy array
+#                              (dtype: numpy's dtype.str, e.g. '<f8', '|b1')
 
 _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
@@ -225,15 +236,47 @@ _F64 = struct.Struct("!d")
 _C128 = struct.Struct("!dd")
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
+_U64 = struct.Struct("!Q")
+
+#: The numpy dtype kinds that travel, with their allowed item sizes (None:
+#: any, for the fixed-width ``S`` bytes and ``U`` text). Every one is plain
+#: data: no object references, no fields, nothing numpy must interpret.
+ARRAY_KINDS: dict[str, tuple[int, ...] | None] = {
+    "b": (1,),
+    "i": (1, 2, 4, 8),
+    "u": (1, 2, 4, 8),
+    "f": (2, 4, 8),
+    "c": (8, 16),
+    "S": None,
+    "U": None,
+}
+#: Most dimensions an array may have (numpy's own limit is 64).
+ARRAY_MAX_NDIM = 32
+
+
+def _array_itemsize(dtype: str) -> int:
+    """The item size of an allowed dtype string such as ``'<f8'``; raise
+    ``ValueError`` for any other (computed without numpy, so that a side
+    without numpy validates as strictly as one with it)."""
+    if len(dtype) < 3 or dtype[0] not in "<>|" or not dtype[2:].isdigit() or not dtype.isascii():
+        raise ValueError("not a plain numpy dtype: %r" % dtype)
+    kind, size = dtype[1], int(dtype[2:])
+    if kind not in ARRAY_KINDS:
+        raise ValueError("numpy dtype %r is not one that travels" % dtype)
+    sizes = ARRAY_KINDS[kind]
+    if sizes is not None and size not in sizes:
+        raise ValueError("numpy dtype %r is not one that travels" % dtype)
+    return size * 4 if kind == "U" else size
 
 
 class _Unencodable(Exception):
     """Internal: carries the offending type and its path while unwinding."""
 
-    def __init__(self, obj: object, path: list[str]) -> None:
+    def __init__(self, obj: object, path: list[str], reason: str = "") -> None:
         super().__init__()
         self.obj = obj
         self.path = path
+        self.reason = reason
 
 
 def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
@@ -247,13 +290,17 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
     except _Unencodable as exc:
         where = "value" + "".join(reversed(exc.path))
         kind = type(exc.obj)
+        if exc.reason:
+            raise DumpError(
+                "can't serialize the numpy array at %s: %s" % (where, exc.reason)
+            ) from None
         if isinstance(exc.obj, _TooDeep):
             raise DumpError(
                 "cannot send a value nested deeper than %d (or a recursive container)" % MAX_DEPTH
             ) from None
         raise DumpError(
             "can't serialize %s.%s at %s: only None, bool, int, float, complex, str, "
-            "bytes, list, tuple, dict, set, frozenset and channels travel"
+            "bytes, list, tuple, dict, set, frozenset, numpy arrays and channels travel"
             % (kind.__module__, kind.__qualname__, where)
         ) from None
     return b"".join(parts)
@@ -309,11 +356,52 @@ def _encode(
                     raise
     elif t is complex:
         out(b"c" + _C128.pack(obj.real, obj.imag))
+    elif t.__name__ == "ndarray" and t.__module__ == "numpy":  # never imports numpy
+        _encode_array(obj, out)
     else:
         ident = channel_id(obj) if channel_id is not None else None
         if ident is None:
             raise _Unencodable(obj, [])
         out(b"C" + _U32.pack(ident))
+
+
+def _encode_array(obj: Any, out: Callable[[Any], None]) -> None:
+    # The buffer goes out as a view: ``dumps`` joins it into the payload,
+    # the one copy every bytes value costs too (no tobytes() on the way).
+    dtype = obj.dtype
+    code = dtype.str
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise _Unencodable(
+            obj,
+            [],
+            "its dtype %s holds objects or fields; only plain bool, int, uint, "
+            "float, complex, bytes (S) and str (U) dtypes travel" % dtype,
+        )
+    try:
+        _array_itemsize(code)
+    except ValueError:
+        raise _Unencodable(
+            obj,
+            [],
+            "its dtype %s (%s) is not one that travels; only plain bool, int, uint, "
+            "float (2, 4, 8 bytes), complex (8, 16 bytes), bytes (S) and str (U) dtypes do"
+            % (dtype, code),
+        ) from None
+    if obj.ndim > ARRAY_MAX_NDIM:
+        raise _Unencodable(obj, [], "it has more than %d dimensions" % ARRAY_MAX_NDIM)
+    if not obj.flags.c_contiguous:
+        obj = obj.copy(order="C")  # the one copy a strided array needs
+    name = code.encode("ascii")
+    out(
+        b"A"
+        + bytes((len(name),))
+        + name
+        + bytes((obj.ndim,))
+        + b"".join(_U64.pack(dim) for dim in obj.shape)
+        + _U64.pack(obj.nbytes)
+    )
+    if obj.nbytes:
+        out(memoryview(obj.reshape(-1).view("u1")))
 
 
 _CONTAINER_TAGS: dict[type, bytes] = {
@@ -403,6 +491,8 @@ def _decode(data: bytes, pos: int, make_channel: MakeChannel | None, depth: int)
         if make_channel is None:
             raise LoadError("a channel arrived where none can be received")
         return make_channel(ident), pos + 4
+    if tag == 0x41:  # A
+        return _decode_array(data, pos)
     raise LoadError("unknown value tag %r at offset %d" % (bytes([tag]), pos - 1))
 
 
@@ -413,3 +503,47 @@ _CONTAINER_KINDS: dict[int, type] = {
     0x53: set,
     0x7A: frozenset,
 }
+
+
+def _decode_array(data: bytes, pos: int) -> tuple[Any, int]:
+    # Everything is checked before numpy is imported or memory is taken.
+    n = data[pos]
+    code = bytes(data[pos + 1 : pos + 1 + n]).decode("ascii", "replace")
+    pos += 1 + n
+    try:
+        itemsize = _array_itemsize(code)
+    except ValueError as exc:
+        raise LoadError(str(exc)) from None
+    ndim = data[pos]
+    pos += 1
+    if ndim > ARRAY_MAX_NDIM:
+        raise LoadError("numpy array of %d dimensions, more than %d" % (ndim, ARRAY_MAX_NDIM))
+    shape = struct.unpack_from("!%dQ" % ndim, data, pos)
+    pos += 8 * ndim
+    (nbytes,) = _U64.unpack_from(data, pos)
+    pos += 8
+    count = 1
+    for dim in shape:
+        count *= dim
+    if count * itemsize != nbytes:
+        raise LoadError(
+            "numpy array of shape %s and dtype %s claims %d bytes" % (shape, code, nbytes)
+        )
+    end = pos + nbytes
+    if end > len(data):
+        raise LoadError("truncated value")
+    try:
+        import numpy
+    except ImportError:
+        raise LoadError(
+            "a numpy array (dtype %s, shape %s) arrived but numpy is not installed here"
+            % (code, shape)
+        ) from None
+    # A copy of its own: writable, aligned, and the frame is not kept alive.
+    try:
+        array = numpy.empty(shape, dtype=numpy.dtype(code))
+    except (ValueError, TypeError, MemoryError) as exc:  # e.g. a dimension numpy refuses
+        raise LoadError("numpy array of shape %s refused: %s" % (shape, exc)) from None
+    if nbytes:
+        array.reshape(-1).view("u1")[:] = numpy.frombuffer(data, "u1", nbytes, pos)
+    return array, end
