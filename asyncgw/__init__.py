@@ -6,6 +6,7 @@ The async API lives here; the blocking, execnet-compatible one in
 
 from __future__ import annotations
 
+from . import objects  # noqa: F401 - registers the objects layer's services with the core (_hooks)
 from ._channel import NO_ENDMARKER, Channel, MultiChannel
 from ._errors import (
     AsyncgwError,
@@ -29,8 +30,8 @@ from ._errors import (
 from ._gateway import Gateway
 from ._group import Group, default_group, makegateway
 from ._spec import XSpec
+from ._supervision import Death, RestartPolicy
 from ._wire import dumps, loads
-from .objects.supervision import Death, RestartPolicy
 from .pool import Pool
 from .slurm import slurm_specs
 

@@ -4,6 +4,13 @@ A gateway is opened by :func:`open_gateway` (groups call it): the transport
 starts the interpreter, the router waits for the worker's greeting, and
 only then does the gateway exist for the caller. Whatever fails or is
 cancelled on the way kills the interpreter before the error propagates.
+
+The start goes downward only: the group hands its spec and an
+:class:`~asyncgw.transports.OpenContext` (its fork servers among what it
+carries) to :func:`~asyncgw.transports.open_transport` and gets a stream
+back; nothing here asks the group again. Services of the layers above
+(log and import forwarding, remote objects) come in through
+:mod:`._hooks`; deaths are :mod:`._supervision`'s.
 """
 
 from __future__ import annotations
@@ -16,15 +23,15 @@ import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _fdlimit
-from ._bootstrap import bootstrap_payload
+from . import _hooks
 from ._channel import DEFAULT_WINDOW, Channel
 from ._code import call_request, exec_request
 from ._errors import BootstrapError, GatewayError, TimeoutError
 from ._router import Router
+from ._supervision import Death, DeathWatch
 from ._wire import DEFAULT_MAX_PAYLOAD, EXEC, REQUEST, TERMINATE, check_frame_size, dumps
-from .objects.supervision import Death, DeathWatch
-from .transports import OpenContext, factory_for
+from .transports import OpenContext, open_transport
+from .transports._base import DEFAULT_CONNECT_TIMEOUT
 
 if TYPE_CHECKING:
     from ._group import Group
@@ -35,8 +42,6 @@ __all__ = ["Gateway", "open_gateway"]
 
 log = logging.getLogger("asyncgw")
 
-#: Seconds a new interpreter has to greet us unless the spec says otherwise.
-DEFAULT_CONNECT_TIMEOUT = 60.0
 #: Seconds an exit waits, once the worker is gone, for services to handle
 #: what it sent last (see Gateway.add_drain).
 DRAIN_WAIT = 5.0
@@ -130,8 +135,7 @@ class Gateway:
 
         :raises RemoteError: if the remote construction raised.
         """
-        from .objects.proxy import create  # a layer above the core
-
+        create = _hooks.object_factory()  # asyncgw.objects registers it
         return await create(self, target, *args, **kwargs)
 
     async def _request(self, what: str) -> dict[str, Any]:
@@ -219,7 +223,7 @@ class Gateway:
         wait changes nothing."""
         await self._router.closed.wait()
 
-    # -- supervision (asyncgw/objects/supervision.py)
+    # -- supervision (asyncgw/_supervision.py)
 
     @property
     def death(self) -> Death | None:
@@ -238,29 +242,18 @@ class Gateway:
         return await self._watch.wait()
 
 
-async def _fork(
-    spec: XSpec, sink: Router, config: dict[str, Any], group: Group | None
-) -> Transport | None:
-    """The worker forked from the group's fork server for ``spec``, if it has
-    one (a forked worker is told its config directly: no bootstrap is made,
-    which for many gateways started at once is most of their memory)."""
-    server = None if group is None else await group.forkserver_for(spec)
-    if server is None:
-        return None
-    try:
-        return await server.fork(config, sink)
-    except (OSError, ConnectionError) as exc:  # the fork server broke: start afresh
-        if _fdlimit.is_exhaustion(exc):
-            raise  # out of descriptors here: a fresh start needs as many
-        if not server.failure_logged:  # once, not once per waiting worker
-            server.failure_logged = True
-            log.warning("fork server for %s failed (%s); starting workers afresh", spec, exc)
-        return None
-
-
-async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_WINDOW) -> Gateway:
+async def open_gateway(
+    spec: XSpec,
+    group: Group | None,
+    window: int = DEFAULT_WINDOW,
+    context: OpenContext | None = None,
+) -> Gateway:
     """Start the interpreter ``spec`` names and return its gateway once the
-    worker has greeted us.
+    worker has greeted us and the registered start hooks (:mod:`._hooks`)
+    have run.
+
+    :param context: what the transport gets besides the spec (the group
+        passes its fork servers there); default: just ``group``.
 
     Cancelling kills the half-started interpreter before re-raising.
 
@@ -268,7 +261,6 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
     :raises HostNotFound: if the interpreter or host cannot be reached.
     :raises BootstrapError: if it did not come up as a worker in time.
     """
-    factory = factory_for(spec)
     gateway = Gateway(spec, group, window)
     config = {
         "id": gateway.id,
@@ -282,13 +274,8 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
         "execnet_alias": bool(group is not None and group.execnet_alias),
     }
     timeout = float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-    context = OpenContext(group=group)
-    transport = await _fork(spec, gateway._router, config, group)
-    if transport is None:
-        # A local worker gets back the descriptor limit asyncgw raised here.
-        nofile = _fdlimit.original_soft_limit() if spec.transport == "popen" else None
-        bootstrap = bootstrap_payload(config, nofile=nofile)
-        transport = await factory(spec, gateway._router, bootstrap, context)
+    context = OpenContext(group=group) if context is None else context
+    transport = await open_transport(spec, gateway._router, config, context)
     gateway._transport = transport
     try:
         gateway._router.attach(transport)
@@ -308,10 +295,9 @@ async def open_gateway(spec: XSpec, group: Group | None, window: int = DEFAULT_W
                 message = f"{message} ({diagnosis})"
             raise BootstrapError(message, gateway.id) from None
         raise
-    from .objects.services import start_services  # a layer above the core
-
     try:
-        await start_services(gateway)
+        for hook in list(_hooks.START_HOOKS):
+            await hook(gateway)
     except BaseException:
         await gateway.kill()
         raise

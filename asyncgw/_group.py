@@ -3,13 +3,17 @@
 Ids are unique within a group: ``gw0, gw1, ...`` unless a spec names one.
 An id is reserved from the moment a gateway starts opening, so concurrent
 ``makegateway`` calls can never produce the same id twice.
+
+The group does not start interpreters itself: it hands each spec to
+:func:`._gateway.open_gateway` with an :class:`~asyncgw.transports.OpenContext`
+carrying its fork servers (:class:`~asyncgw.transports.ForkServers`, the
+popen transport's), which it only makes, tells of a batch, and closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType, TracebackType
 from typing import Any
@@ -19,9 +23,9 @@ from ._channel import MultiChannel
 from ._errors import SpecError
 from ._gateway import Gateway, open_gateway
 from ._spec import XSpec
+from ._supervision import Death, GroupSupervisor, RestartPolicy
 from ._tasks import run_all
-from .objects.supervision import Death, GroupSupervisor, RestartPolicy
-from .transports.forkserver import ForkServer, forkserver_key
+from .transports import ForkServers, OpenContext
 
 __all__ = ["Group", "default_group", "makegateway"]
 
@@ -52,7 +56,7 @@ class Group:
         here (spec key ``forward_imports=a,b``).
     :param restart: restart members that die unexpectedly, with the same
         spec and id: a :class:`RestartPolicy`, or its ``max_restarts`` alone
-        (see :mod:`asyncgw.objects.supervision`). None: never.
+        (see :mod:`asyncgw._supervision`). None: never.
     """
 
     def __init__(
@@ -88,9 +92,10 @@ class Group:
         #: here; let their imports of these names fetch modules from here.
         self.forward_logs = forward_logs
         self.forward_imports = list(forward_imports)
-        # popen interpreter -> its fork server (None if it could not start)
-        self._forkservers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
-        self._supervisor = GroupSupervisor(self, restart)
+        # The popen transport's fork servers for this group's members.
+        self._forkservers = ForkServers()
+        self._context = OpenContext(group=self, forkservers=self._forkservers)
+        self._supervisor = GroupSupervisor(self, restart, self._open_replacement)
 
     def __repr__(self) -> str:
         return f"<Group {[gw.id for gw in self._gateways]!r}>"
@@ -178,7 +183,7 @@ class Group:
         except BaseException:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             raise
-        forkservers = self._start_forkservers(reserved)
+        forkservers = self._forkservers.start_for(reserved, self.preload)
         started: list[Gateway] = []
 
         async def make(spec: XSpec) -> Gateway:
@@ -192,7 +197,7 @@ class Group:
         except BaseException as exc:
             self._reserved.difference_update(str(spec.id) for spec in reserved)
             await run_all(gateway.kill() for gateway in started)
-            await self._close_forkservers(forkservers)
+            await self._forkservers.close(forkservers)
             if (error := _fdlimit.exhausted_error(exc, reserved)) is not None:
                 raise error from exc  # one clear error, not the first of many
             raise
@@ -218,48 +223,13 @@ class Group:
     async def _open(self, spec: XSpec) -> Gateway:
         assert spec.id is not None
         try:
-            return await open_gateway(spec, self)
+            return await open_gateway(spec, self, context=self._context)
         finally:
             self._reserved.discard(spec.id)
 
-    # -- fork servers
-
-    def _start_forkservers(self, specs: list[XSpec]) -> list[tuple[str, ...]]:
-        """Start a fork server for each interpreter that several of ``specs``
-        start as popen workers (later popen workers of it fork too); return
-        the interpreters whose fork servers were started."""
-        wanted = Counter(key for spec in specs if (key := forkserver_key(spec)))
-        started = [
-            key for key, count in wanted.items() if count > 1 and key not in self._forkservers
-        ]
-        for key in started:
-            self._forkservers[key] = asyncio.ensure_future(_start_forkserver(key, self.preload))
-        return started
-
-    async def forkserver_for(self, spec: XSpec) -> ForkServer | None:
-        """The fork server to fork ``spec``'s worker from, if there is one."""
-        key = forkserver_key(spec)
-        task = self._forkservers.get(key) if key else None
-        if task is None:
-            return None
-        server = await asyncio.shield(task)
-        return None if server is None or server.lost else server
-
-    async def _close_forkservers(self, keys: list[tuple[str, ...]] | None = None) -> None:
-        """Close the fork servers of ``keys`` (default: all); not their workers."""
-        keys = list(self._forkservers) if keys is None else keys
-        tasks = [self._forkservers.pop(key) for key in keys if key in self._forkservers]
-        try:
-            servers = [server for server in await run_all(tasks) if server is not None]
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
-        try:
-            await run_all(server.close() for server in servers)
-        except BaseException:
-            await asyncio.shield(run_all(server.close(kill=True) for server in servers))
-            raise
+    async def _open_replacement(self, spec: XSpec, group: Group) -> Gateway:
+        """A restarted member's gateway (the supervisor's opener)."""
+        return await open_gateway(spec, group, context=self._context)
 
     def remote_exec(
         self, source: str | ModuleType | Callable[..., Any], **kwargs: Any
@@ -283,7 +253,7 @@ class Group:
                 await run_all(gateway.exit(left) for gateway in wave)
         finally:
             self._supervisor.resume()
-            await self._close_forkservers()
+            await self._forkservers.close()
 
     def _remove(self, gateway: Gateway) -> None:
         if gateway in self._gateways:
@@ -296,7 +266,7 @@ class Group:
         self._gateways[self._gateways.index(old)] = new
         return True
 
-    # -- supervision (asyncgw/objects/supervision.py)
+    # -- supervision (asyncgw/_supervision.py)
 
     def on_death(self, callback: Callable[[Death], object]) -> None:
         """Call ``callback(death)`` on the event loop whenever a member ends
@@ -310,16 +280,6 @@ class Group:
         member, ``death`` how the old one ended. Restarts are also logged
         (WARNING, logger ``asyncgw.group``)."""
         self._supervisor.restart_callbacks.append(callback)
-
-
-async def _start_forkserver(argv: tuple[str, ...], preload: list[str]) -> ForkServer | None:
-    """A fork server for ``argv``, or None: its workers then start afresh
-    (and fail, if they must, with the errors of a direct start)."""
-    try:
-        return await ForkServer.start(list(argv), preload)
-    except (OSError, ConnectionError, TimeoutError) as exc:
-        log.debug("no fork server for %s: %s", argv[0], exc)
-        return None
 
 
 def _proxies_last(gateways: list[Gateway]) -> list[list[Gateway]]:

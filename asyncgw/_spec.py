@@ -234,6 +234,6 @@ class XSpec:
 
 def _is_plugin_transport(key: str) -> bool:
     """Whether an installed plug-in provides a transport named ``key``."""
-    from .transports import plugin_transports  # late: transports import this module
+    from ._plugins import plugin_transports  # read on first need only
 
     return key in plugin_transports()

@@ -9,14 +9,17 @@ importing asyncgw stays cheap.
 
 from __future__ import annotations
 
-import functools
-from importlib.metadata import EntryPoint, entry_points
+import dataclasses
+from typing import Any
 
+from .._bootstrap import bootstrap_payload
 from .._errors import SpecError
+from .._plugins import BUILTIN_TRANSPORTS, ENTRY_POINT_GROUP, plugin_transports
 from .._spec import XSpec
 from ._base import OpenContext, StreamSink, Transport, TransportFactory
 from .cmd import open_cmd
-from .popen import open_popen
+from .forkserver import ForkServers
+from .popen import open_popen, open_popen_worker
 from .slurm import open_slurm
 from .socket import open_socket
 from .via import open_via
@@ -24,11 +27,13 @@ from .via import open_via
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FACTORIES",
+    "ForkServers",
     "OpenContext",
     "StreamSink",
     "Transport",
     "TransportFactory",
     "factory_for",
+    "open_transport",
     "plugin_transports",
 ]
 
@@ -58,19 +63,7 @@ FACTORIES: dict[str, TransportFactory] = {
 }
 
 
-#: The entry-point group plug-in transports register in: the entry
-#: point's name is the spec key, its object a :class:`TransportFactory`.
-ENTRY_POINT_GROUP = "asyncgw.transports"
-
-
-@functools.cache
-def plugin_transports() -> dict[str, EntryPoint]:
-    """Installed third-party transports by spec key (built-ins win a clash)."""
-    return {
-        entry.name: entry
-        for entry in entry_points(group=ENTRY_POINT_GROUP)
-        if entry.name not in FACTORIES
-    }
+BUILTIN_TRANSPORTS.update(FACTORIES)  # they win a clash with a plug-in (plugin_transports)
 
 
 def factory_for(spec: XSpec) -> TransportFactory:
@@ -94,3 +87,22 @@ def factory_for(spec: XSpec) -> TransportFactory:
         message = f"transport plug-in {entry.value!r} for {key!r} failed to load: {exc}"
         raise SpecError(message) from exc
     return factory
+
+
+async def open_transport(
+    spec: XSpec, sink: StreamSink, config: dict[str, Any], context: OpenContext
+) -> Transport:
+    """Start the worker of ``config`` over ``spec``'s transport and return
+    the stream to it, connected (its greeting is ``sink``'s to wait for).
+    How it gets there is the transport's business: popen forks from
+    ``context.forkservers`` when it can; every other transport is handed
+    the bootstrap of ``config``. Cancelling kills what was started.
+
+    :raises SpecError: for a spec no transport serves.
+    :raises HostNotFound: if the interpreter or host cannot be reached.
+    """
+    factory = factory_for(spec)
+    context = dataclasses.replace(context, config=config)
+    if factory is open_popen:
+        return await open_popen_worker(spec, sink, context)
+    return await factory(spec, sink, bootstrap_payload(config), context)

@@ -11,21 +11,37 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .._group import Group
     from .._spec import XSpec
+    from .forkserver import ForkServers
 
-__all__ = ["OpenContext", "StreamSink", "Transport", "TransportFactory"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "OpenContext", "StreamSink", "Transport", "TransportFactory"]
+
+#: Seconds a new interpreter has to greet us unless the spec says otherwise
+#: (``connect_timeout``); here, below the gateway, so transports that bound
+#: their own start (cmd, slurm) use it without importing the gateway.
+DEFAULT_CONNECT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
 class OpenContext:
-    """What a transport may need besides its spec: ``group``, the group the
-    new gateway joins (a ``via=`` spec names one of its members)."""
+    """What a transport may need besides its spec.
+
+    :ivar group: the group the new gateway joins (a ``via=`` spec names one
+        of its members).
+    :ivar config: the worker's config, which the bootstrap carries (a
+        transport that can start a worker without one uses it: popen's
+        fork servers).
+    :ivar forkservers: the group's fork servers, which the popen transport
+        forks its workers from (None: always start afresh).
+    """
 
     group: Group | None = None
+    config: dict[str, Any] | None = None
+    forkservers: ForkServers | None = None
 
 
 class StreamSink(Protocol):

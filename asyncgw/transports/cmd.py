@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from .._bootstrap import python_argv
 from .._errors import SpecError, TimeoutError
-from ._base import OpenContext, StreamSink
+from ._base import DEFAULT_CONNECT_TIMEOUT, OpenContext, StreamSink
 from .popen import PopenTransport, start_process
 
 if TYPE_CHECKING:
@@ -53,8 +53,6 @@ BUFFERING_HINT = (
 
 def start_timeout(spec: XSpec) -> float:
     """The start timeout of ``spec``: ``connect_timeout``, else the gateway's default."""
-    from .._gateway import DEFAULT_CONNECT_TIMEOUT  # late: the gateway imports transports
-
     return float(spec.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
 
 

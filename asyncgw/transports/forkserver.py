@@ -9,6 +9,12 @@ gateway: its own session and process group, pipes for stdin, stdout and
 stderr, the same config applied after start. Its parent is the fork
 server, which reaps it and reports its exit status; should the fork server
 die first, a pidfd tells when the worker is gone.
+
+The fork server is a strategy of the popen transport, not of the group: a
+group makes one :class:`ForkServers` registry, tells it which specs a batch
+will start (:meth:`ForkServers.start_for`) and closes it; the popen
+transport forks from it (``popen.open_popen_worker``) and starts afresh when
+it has no server for the interpreter, or its server broke.
 """
 
 from __future__ import annotations
@@ -16,13 +22,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import signal
 import socket
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import bootstrap_payload
-from .._fdlimit import original_soft_limit
+from .._fdlimit import is_exhaustion, original_soft_limit
+from .._tasks import run_all
 from .._wire import (
     CLOSE_ERROR,
     DATA,
@@ -35,12 +44,14 @@ from .._wire import (
     loads,
 )
 from ._base import StreamSink
-from .popen import PopenTransport, _Protocol
+from .popen import PopenTransport, _Protocol, popen_argv
 
 if TYPE_CHECKING:
     from .._spec import XSpec
 
-__all__ = ["ForkServer"]
+__all__ = ["ForkServer", "ForkServers", "forkserver_key"]
+
+log = logging.getLogger("asyncgw")
 
 #: Seconds a fork server has to greet us before its interpreter is given up.
 START_TIMEOUT = 30.0
@@ -50,6 +61,84 @@ EXIT_TIMEOUT = 5.0
 #: fork server busy; each holds 3 more descriptors (the worker's ends of
 #: its pipes) until it is sent, and a few hundred bytes of socket buffer.
 IN_FLIGHT = 16
+
+
+class ForkServers:
+    """A group's fork servers, one per popen interpreter (see the module
+    doc). Made without a running loop (the blocking facade makes groups in
+    its callers' threads)."""
+
+    def __init__(self) -> None:
+        # popen interpreter -> its fork server (None if it could not start)
+        self._servers: dict[tuple[str, ...], asyncio.Task[ForkServer | None]] = {}
+
+    def start_for(self, specs: list[XSpec], preload: list[str]) -> list[tuple[str, ...]]:
+        """Start a fork server, importing ``preload``, for each interpreter
+        that several of ``specs`` start as popen workers (later popen
+        workers of it fork too); return the interpreters whose fork servers
+        were started, for :meth:`close` should the batch fail. A single
+        start never starts one: the one-gateway case pays nothing extra."""
+        wanted = Counter(key for spec in specs if (key := forkserver_key(spec)))
+        started = [key for key, count in wanted.items() if count > 1 and key not in self._servers]
+        for key in started:
+            self._servers[key] = asyncio.ensure_future(_start_forkserver(key, list(preload)))
+        return started
+
+    async def fork(
+        self, spec: XSpec, config: dict[str, Any], sink: StreamSink
+    ) -> PopenTransport | None:
+        """The worker for ``spec`` forked from its interpreter's fork server,
+        told ``config`` directly (no bootstrap is made, which for many
+        gateways started at once is most of their memory); None if there is
+        no working fork server for it: start it afresh then. Cancelling
+        kills what was forked.
+
+        :raises OSError: if descriptors ran out here (a fresh start needs as
+            many: see :mod:`asyncgw._fdlimit`).
+        """
+        key = forkserver_key(spec)
+        task = self._servers.get(key) if key else None
+        if task is None:
+            return None
+        server = await asyncio.shield(task)
+        if server is None or server.lost:
+            return None
+        try:
+            return await server.fork(config, sink)
+        except (OSError, ConnectionError) as exc:  # the fork server broke: start afresh
+            if is_exhaustion(exc):
+                raise
+            if not server.failure_logged:  # once, not once per waiting worker
+                server.failure_logged = True
+                log.warning("fork server for %s failed (%s); starting workers afresh", spec, exc)
+            return None
+
+    async def close(self, keys: list[tuple[str, ...]] | None = None) -> None:
+        """Close the fork servers of ``keys`` (default: all); not their
+        workers. Cancelling kills them."""
+        keys = list(self._servers) if keys is None else keys
+        tasks = [self._servers.pop(key) for key in keys if key in self._servers]
+        try:
+            servers = [server for server in await run_all(tasks) if server is not None]
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        try:
+            await run_all(server.close() for server in servers)
+        except BaseException:
+            await asyncio.shield(run_all(server.close(kill=True) for server in servers))
+            raise
+
+
+async def _start_forkserver(argv: tuple[str, ...], preload: list[str]) -> ForkServer | None:
+    """A fork server for ``argv``, or None: its workers then start afresh
+    (and fail, if they must, with the errors of a direct start)."""
+    try:
+        return await ForkServer.start(list(argv), preload)
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        log.debug("no fork server for %s: %s", argv[0], exc)
+        return None
 
 
 class ForkServer:
@@ -352,6 +441,4 @@ def forkserver_key(spec: XSpec) -> tuple[str, ...] | None:
     """Specs with equal keys can share a fork server; None: never forked."""
     if spec.transport != "popen":
         return None
-    from .popen import popen_argv
-
     return tuple(popen_argv(spec))

@@ -19,15 +19,16 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
-from .._bootstrap import python_argv
+from .._bootstrap import bootstrap_payload, python_argv
 from .._errors import HostNotFound
+from .._fdlimit import original_soft_limit
 from ._base import OpenContext, StreamSink, Transport
 from .pipereader import PipeReader
 
 if TYPE_CHECKING:
     from .._spec import XSpec
 
-__all__ = ["PopenTransport", "open_popen", "popen_argv", "start_process"]
+__all__ = ["PopenTransport", "open_popen", "open_popen_worker", "popen_argv", "start_process"]
 
 #: Seconds between SIGTERM and SIGKILL when killing.
 KILL_GRACE = 0.2
@@ -193,6 +194,24 @@ async def open_popen(
 
     :raises HostNotFound: if the interpreter cannot be executed.
     """
+    return await start_process(popen_argv(spec), spec, sink, bootstrap)
+
+
+async def open_popen_worker(spec: XSpec, sink: StreamSink, context: OpenContext) -> PopenTransport:
+    """Start the worker of ``context.config`` for ``spec``: forked from the
+    group's fork server for its interpreter if it has a working one (see
+    :mod:`.forkserver`), else started afresh with a bootstrap that gives the
+    worker back the descriptor limit asyncgw raised here (see
+    :mod:`asyncgw._fdlimit`). Cancelling kills what was started.
+
+    :raises HostNotFound: if the interpreter cannot be executed.
+    """
+    assert context.config is not None
+    if context.forkservers is not None:
+        forked = await context.forkservers.fork(spec, context.config, sink)
+        if forked is not None:
+            return forked
+    bootstrap = bootstrap_payload(context.config, nofile=original_soft_limit())
     return await start_process(popen_argv(spec), spec, sink, bootstrap)
 
 
