@@ -42,8 +42,8 @@ contenders take turns, row by row, and which goes first rotates each
 round; the first round is a discarded warm-up; the table shows the median
 of ``--repeat`` rounds (3) and ``±``, half the min-max range relative to
 the median. The header gives the load average before and after: other
-load on a 2-cpu machine shows in every figure. A full run writes
-``docs/executor-results.txt``.
+load on a 2-cpu machine shows in every figure. The results go to
+``docs/_results/executor.json``.
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ The contenders take turns, and which goes first rotates each round; the
 first round is a discarded warm-up and the median of the next
 ``--repeat`` (5; 1 with ``--quick``) is reported, ``±`` being half the
 min-max range. Ratios are each contender's median over the floor's. The
-table is printed and, for a full run, written to ``docs/fleet-results.txt``.
+table is printed; the results go to ``docs/_results/fleet.json``.
 A contender whose library cannot be imported is skipped, with a line
 saying so.
 """

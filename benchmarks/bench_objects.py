@@ -61,7 +61,7 @@ the load average before and after.
 The issue's targets: asyncgw's method call at most 0.5 of rpyc's, and its
 3-attribute chain at most 0.4 of rpyc's; the report says met or missed for
 the async API and shows the blocking facade's ratios beside it. The table
-is printed and, for a full run, written to ``docs/objects-results.txt``.
+is printed and written, with every sample, to ``docs/_results/objects.json``.
 ``--profile`` then looks, once, at where a call's time goes: wall and CPU
 per operation (this process, and its children) for each contender's call
 and echo, and cProfile of the local side over 5000 asyncgw calls and 5000
@@ -108,6 +108,7 @@ from harness import (
 from rpyc.utils import classic
 
 import asyncgw
+import asyncgw.objects  # (gateway.create's layer registers itself on import)
 import asyncgw.sync
 
 IMPLEMENTATIONS = ("asyncgw", "sync", "rpyc", "pyro5")

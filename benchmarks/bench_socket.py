@@ -14,8 +14,8 @@ process on a free loopback port:
 Workloads, as bench_core measures them (taking turns, rotation, warm-up
 dropped, medians): start+round trip+exit of one gateway; the round trip of
 a small int; one-way 1 MiB chunks. Ratios are TLS's median over the
-other's. A full run writes the table to ``docs/socket-results.txt``;
-``--json PATH`` writes every sample. Needs root and sshd (for the ssh
+other's. The results, every sample included, go to
+``docs/_results/socket.json`` (``--json PATH`` elsewhere). Needs root and sshd (for the ssh
 column). ``python benchmarks/bench_socket.py [--quick] [--json PATH]``.
 """
 

@@ -27,8 +27,8 @@ The last row is the blocking facade's channel round trip (``send(i)`` then
 ``receive()`` against a remote echo loop on a popen gateway), asyncgw.sync
 beside execnet: ``bench_core.bench_roundtrip``, reused as it is.
 
-The table is printed and, for a full run, written to
-``docs/xdist-results.txt``. ``--profile`` then looks, once, at where the
+The table is printed and the results, every sample included, written to
+``docs/_results/xdist.json``. ``--profile`` then looks, once, at where the
 time of ``-p asyncgw.xdist -n 8`` goes: cProfile of the controller's main
 thread (top 25 by cumulative and by own time), and a timeline of every
 process (start, ready, collection, last report, end; CPU, per thread in
@@ -65,6 +65,7 @@ from bench_core import Config, bench_roundtrip
 from harness import (
     Recorder,
     Result,
+    Target,
     format_cell,
     format_ratio,
     format_rows,
@@ -558,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = environment_info()
     recorder = Recorder("xdist", peers=["execnet", "pytest", "pytest-xdist"], quick=args.quick)
+    if not args.quick and args.repeat < 3:
+        recorder.reduced = f"{args.repeat} measured round(s) instead of 3 (a loaded machine)"
     recorder.notes.append(
         "On execnet, xdist starts its workers one at a time (execnet has no parallel start); "
         "with -p asyncgw.xdist the workers fork from asyncgw's fork server together."
@@ -581,6 +584,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"total {time.perf_counter() - started:.0f}s")
             recorder.write(
                 [*rows, *cpu, roundtrip],
+                [Target("-n 8", "-n 8", "asyncgw", "execnet", 0.8)],
+                extra={"cpu_rows": [r.workload for r in cpu]},
                 config={"workers": list(args.workers), "repeat": args.repeat,
                         "roundtrips": args.roundtrips},
                 path=args.json,
