@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .functions import Function
+    from .progress import Bar
 
 __all__ = ["AsyncFutureJob", "ConcurrentFutureJob", "Job", "MapJob", "ThreadMapJob"]
 
@@ -69,6 +70,8 @@ class Job:
         self.resent: dict[int, int] = {}
         #: Called once when every item is settled (the pool forgets the job).
         self.on_finished: Callable[[Job], None] | None = None
+        #: ``progress=True``: told how many items are settled, per chunk.
+        self.bar: Bar | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.function.name} {len(self.items)} items>"
@@ -235,6 +238,8 @@ class MapJob(Job):
 
     def batch_done(self) -> None:
         self.progress.set()
+        if self.bar is not None:
+            self.bar.advance(len(self.items) - self.unsettled)
 
     def finish(self) -> None:
         self.progress.set()
@@ -258,6 +263,8 @@ class ThreadMapJob(Job):
     def batch_done(self) -> None:
         with self.cond:
             self.cond.notify_all()
+        if self.bar is not None:
+            self.bar.advance(len(self.items) - self.unsettled)
 
     def finish(self) -> None:
         self.batch_done()

@@ -31,6 +31,7 @@ from .._spec import XSpec
 from ..objects.supervision import Death, RestartPolicy
 from .functions import function_for
 from .jobs import FAILED, MODE_KWARGS, MODE_ONE, MODE_STAR, PENDING, AsyncFutureJob, Job, MapJob
+from .progress import Bar
 from .scheduler import Scheduler
 
 __all__ = ["Pool", "Workers"]
@@ -238,6 +239,7 @@ class Pool:
         star: bool,
         timeout: float | None,
         chunksize: int | None,
+        progress: bool = False,
     ) -> MapJob:
         self._check_running()
         function = function_for(fn)
@@ -249,6 +251,8 @@ class Pool:
         else:
             items, mode = list(zip(*iterables, strict=False)), MODE_STAR
         job = MapJob(function, mode, items, **self._options(timeout, chunksize))
+        if progress:  # before anything is sent: a missing rich starts no work
+            job.bar = Bar(len(items), function.name)
         self._scheduler.add(job)
         return job
 
@@ -259,6 +263,7 @@ class Pool:
         chunksize: int | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        progress: bool = False,
     ) -> list[Any]:
         """``[fn(*args) for args in zip(*iterables)]``, run on the gateways,
         in order. The iterables are read at once.
@@ -268,12 +273,14 @@ class Pool:
         :param timeout: seconds each task may run.
         :param return_exceptions: put each failed task's exception in its
             place instead of raising the first (in order).
+        :param progress: draw a rich progress bar on standard error (rich
+            comes with the ``cli`` extra; without it: ImportError, nothing run).
         :raises RemoteError: if a task raised (the first to fail; the tasks
             not started then are cancelled).
         :raises GatewayLost: if a task's gateways were lost.
         :raises TimeoutError: if a task ran out of ``timeout``.
         """
-        job = self._map_job(fn, iterables, False, timeout, chunksize)
+        job = self._map_job(fn, iterables, False, timeout, chunksize, progress)
         return await self._gather(job, return_exceptions)
 
     async def starmap(
@@ -283,9 +290,10 @@ class Pool:
         chunksize: int | None = None,
         timeout: float | None = None,
         return_exceptions: bool = False,
+        progress: bool = False,
     ) -> list[Any]:
         """``[fn(*args) for args in iterable]``, as :meth:`map`."""
-        job = self._map_job(fn, (iterable,), True, timeout, chunksize)
+        job = self._map_job(fn, (iterable,), True, timeout, chunksize, progress)
         return await self._gather(job, return_exceptions)
 
     async def _gather(self, job: MapJob, return_exceptions: bool) -> list[Any]:
@@ -298,6 +306,8 @@ class Pool:
         finally:
             if job.unsettled:
                 self._scheduler.cancel(job)
+            if job.bar is not None:
+                job.bar.close()
         if not return_exceptions:
             failures = [job.values[i] for i, state in enumerate(job.states) if state == FAILED]
             # The first task's own error, not the cancellations it caused.

@@ -45,6 +45,7 @@ from ..pool.jobs import (
     ThreadMapJob,
 )
 from ..pool.pool import Pool
+from ..pool.progress import Bar
 from .gateway import Gateway
 from .group import Group
 
@@ -177,6 +178,7 @@ class Executor(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        progress: bool = False,
     ) -> Iterator[Any]:
         """``fn(*args)`` for ``args`` in ``zip(*iterables)``, run on the
         gateways; an iterator of the results in order. The iterables are
@@ -186,7 +188,10 @@ class Executor(concurrent.futures.Executor):
             raises :class:`~asyncgw.TimeoutError` (also the builtin
             ``TimeoutError``) for a result not there yet.
         :param chunksize: items sent together (default: automatic).
+        :param progress: draw a rich progress bar on standard error until
+            the iterator ends (rich comes with the ``cli`` extra).
         :raises RuntimeError: after :meth:`shutdown`.
+        :raises ImportError: for ``progress`` without rich (nothing is run).
         """
         end = None if timeout is None else time.monotonic() + timeout
         function = function_for(fn)
@@ -201,6 +206,8 @@ class Executor(concurrent.futures.Executor):
             timeout=self._pool.timeout,
             chunksize=chunksize if chunksize is not None else self._pool.chunksize,
         )
+        if progress:  # before anything is sent: a missing rich starts no work
+            job.bar = Bar(len(items), function.name)
         with self._lock:
             self._add(job)
         return self._results(job, end, timeout)
@@ -225,6 +232,8 @@ class Executor(concurrent.futures.Executor):
             if job.unsettled:
                 scheduler = self._pool._scheduler
                 _to_loop(lambda: scheduler.cancel(job))
+            if job.bar is not None:
+                job.bar.close()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more work; with ``cancel_futures``, cancel the tasks not sent
