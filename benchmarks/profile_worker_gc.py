@@ -23,11 +23,11 @@ stats = {0: [0, 0.0, 0], 1: [0, 0.0, 0], 2: [0, 0.0, 0]}
 start = [0.0]
 def hook(phase, info):
     if phase == 'start':
-        start[0] = time.process_time()
+        start[0] = time.thread_time()
     else:
         s = stats[info['generation']]
         s[0] += 1
-        s[1] += time.process_time() - start[0]
+        s[1] += time.thread_time() - start[0]
         s[2] += info['collected']
 gc.callbacks.append(hook)
 import sys
@@ -42,10 +42,18 @@ channel.send((sys.modules['__gcstats__'].stats, gc.get_count(), len(gc.get_objec
               gc.get_threshold(), gc.isenabled()))
 """
 
-ECHO = "for item in channel:\n    if item is None:\n        break\n    channel.send(item)\n"
-ECHO_ASYNC = (
-    "async for item in channel:\n    if item is None:\n        break\n    await channel.send(item)\n"
-)
+ECHO = """\
+for item in channel:
+    if item is None:
+        break
+    channel.send(item)
+"""
+ECHO_ASYNC = """\
+async for item in channel:
+    if item is None:
+        break
+    await channel.send(item)
+"""
 SERVE_SENT = (
     "for served in channel:\n    if served is None:\n        break\n"
     "    served.setcallback(served.send)\n"
@@ -58,10 +66,10 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one(how: str, count: int) -> None:
+async def one(how: str, count: int, setup: str) -> None:
     async with asyncgw.Group() as group:
         gateway = await group.makegateway("popen")
-        hook = gateway.remote_exec(HOOK)
+        hook = gateway.remote_exec(setup + "\n" + HOOK)
         await hook.receive()
         pid = gateway.remote_pid
         before = cpu_of(pid)
@@ -90,7 +98,7 @@ async def one(how: str, count: int) -> None:
             await asyncio.gather(*(channel.waitclose(120) for channel in channels))
         cpu = cpu_of(pid) - before
         report = gateway.remote_exec(REPORT)
-        stats, counts, nobjects, threshold, enabled = await report.receive()
+        stats, _counts, nobjects, threshold, enabled = await report.receive()
         print(
             f"{how:5} {count:6d}: worker cpu {cpu:.2f} s; gc enabled={enabled} "
             f"threshold={threshold} objects={nobjects}"
@@ -103,9 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--how", default="exec", choices=["exec", "async", "sent"])
     parser.add_argument("counts", nargs="*", type=int, default=[5000, 10000, 20000])
+    parser.add_argument("--setup", default="", help="code the worker runs first (gc knobs)")
     args = parser.parse_args()
     for count in args.counts:
-        asyncio.run(one(args.how, count))
+        asyncio.run(one(args.how, count, args.setup))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import builtins
 import sys
 import threading
 from collections import deque
+from functools import partial
 
 from .._wire import (
     ACK,
@@ -480,11 +481,9 @@ class AsyncChannel:
     async def _wait(self) -> None:
         """Wait for the next change to the channel (caller held _cond)."""
         future = self._loop.create_future()
-
-        def wake() -> None:
-            self._loop.call_soon_threadsafe(_resolve, future)
-
-        self._channel._wakeups.append(wake)
+        # A partial, not a closure: one object for the collector to track
+        # per waiting channel, not a function, its cells and their tuple.
+        self._channel._wakeups.append(partial(self._loop.call_soon_threadsafe, _resolve, future))
         self._channel._cond.release()
         try:
             await future

@@ -25,6 +25,7 @@ orphan outlives its parent.
 from __future__ import annotations
 
 import builtins
+import gc
 import mmap
 import os
 import sys
@@ -82,6 +83,16 @@ INTERRUPT_WAIT = 2.0
 TAKEOVER_AFTER = 0.002
 #: Watchdog polls without inline work after which it sleeps until the next.
 WATCH_QUIET_POLLS = 50
+#: The worker's least first-generation threshold of the garbage collector
+#: (the interpreter's default is 700). Every channel in flight keeps some 30
+#: tracked objects alive (its task, coroutines, futures, locks); at the
+#: default a full collection comes every 70 000 net allocations and rescans
+#: all of them, so with many channels at once the collector's cost grew with
+#: the square of their number (measured with benchmarks/profile_worker_gc.py:
+#: 20 000 async channels, 2.84 s of worker CPU, 1.3 s of it collecting). Ten
+#: times fewer passes leave at most a few thousand more objects waiting for
+#: one; remote code that wants otherwise calls gc.set_threshold itself.
+GC_THRESHOLD0 = 7000
 
 
 class _ThreadPool:
@@ -403,31 +414,52 @@ class Worker:
     def _run_async(
         self, channel: Channel, code: Any, source: str, funcname: str | None, kwargs: Any
     ) -> None:
-        import asyncio
-
         loop = self._event_loop()
-        achannel = AsyncChannel(channel, loop)
+        # A task started by the loop itself, not run_coroutine_threadsafe:
+        # that chains a concurrent Future (a Condition, its lists, closures
+        # in cells) to every task, some 30 objects the collector tracks per
+        # running piece of code; with thousands of channels waiting, every
+        # full collection rescans them all (see benchmarks/profile_worker_gc.py).
+        loop.call_soon_threadsafe(self._start_task, loop, channel, code, source, funcname, kwargs)
 
-        async def run() -> None:
-            error = None
-            channel._executing = True
-            try:
-                namespace = self._namespace(achannel)
-                if funcname:
-                    exec(code, namespace)
-                    await namespace[funcname](achannel, **(kwargs or {}))
-                else:
-                    awaitable = eval(code, namespace)
-                    if awaitable is not None:
-                        await awaitable
-            except BaseException:
-                error = format_exception(code.co_filename, source)
-            self._finish(channel, error)
-
+    def _start_task(
+        self,
+        loop: Any,
+        channel: Channel,
+        code: Any,
+        source: str,
+        funcname: str | None,
+        kwargs: Any,
+    ) -> None:
+        task = loop.create_task(self._run_coroutine(channel, loop, code, source, funcname, kwargs))
         # Tasks are referenced weakly by their loop: hold each until done.
-        future = asyncio.run_coroutine_threadsafe(run(), loop)
-        self._async_runs.add(future)
-        future.add_done_callback(self._async_runs.discard)
+        self._async_runs.add(task)
+        task.add_done_callback(self._async_runs.discard)
+
+    async def _run_coroutine(
+        self,
+        channel: Channel,
+        loop: Any,
+        code: Any,
+        source: str,
+        funcname: str | None,
+        kwargs: Any,
+    ) -> None:
+        error = None
+        channel._executing = True
+        try:
+            achannel = AsyncChannel(channel, loop)
+            namespace = self._namespace(achannel)
+            if funcname:
+                exec(code, namespace)
+                await namespace[funcname](achannel, **(kwargs or {}))
+            else:
+                awaitable = eval(code, namespace)
+                if awaitable is not None:
+                    await awaitable
+        except BaseException:
+            error = format_exception(code.co_filename, source)
+        self._finish(channel, error)
 
     def _schedule_on_main(self, channel: Channel, args: tuple[Any, ...]) -> None:
         """Queue sync code for the main thread (``main_thread_only``). Code
@@ -521,8 +553,20 @@ def _apply_config(config: dict[str, Any]) -> None:
         os.nice(int(nice))
 
 
+def _tune_gc() -> None:
+    """The bootstrap's objects (modules, classes, functions) live as long as
+    the worker: move them out of the collector's sight, so that no full
+    collection scans them again, and make collections rarer (see
+    :data:`GC_THRESHOLD0`)."""
+    gc.freeze()  # no collect first: it would cost milliseconds of every start
+    threshold0, threshold1, threshold2 = gc.get_threshold()
+    if 0 < threshold0 < GC_THRESHOLD0:  # 0: disabled by the environment
+        gc.set_threshold(GC_THRESHOLD0, threshold1, threshold2)
+
+
 def main(config: dict[str, Any]) -> None:
     """Take over stdin/stdout as the protocol stream and serve until told to stop."""
+    _tune_gc()
     rfd = os.dup(0)
     wfd = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
