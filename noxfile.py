@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import pathlib
+
 import nox
 
 nox.options.sessions = ["tests-3.11", "lint"]
@@ -10,6 +14,32 @@ nox.options.default_venv_backend = "venv"
 
 #: This side's interpreters: the whole suite runs on each (``nox -s tests-3.12``).
 LOCAL_PYTHONS = ["3.11", "3.12", "3.13"]
+
+
+def _release(path: str) -> tuple[int, ...]:
+    """``3.9.18`` of ``<root>/versions/3.9.18/bin/python3.9``, for sorting."""
+    name = pathlib.Path(path).parent.parent.name
+    return tuple(int(part) if part.isdigit() else -1 for part in name.split("."))
+
+
+def _find_pyenv_interpreters(versions: list[str]) -> None:
+    """Put the newest pyenv release of each version first on PATH, where nox
+    looks for ``python3.X``: pyenv's shims run only the versions selected with
+    ``pyenv global``, and nox would call the others missing. Found, not named:
+    elsewhere PATH is left as it is (and CI fails on a missing one)."""
+    roots = [os.environ.get("PYENV_ROOT", ""), os.path.expanduser("~/.pyenv")]
+    found = []
+    for version in versions:
+        for root in dict.fromkeys(filter(None, roots)):
+            pattern = os.path.join(glob.escape(root), "versions", f"{version}.*", "bin")
+            pythons = glob.glob(os.path.join(pattern, f"python{version}"))
+            if pythons:
+                found.append(os.path.dirname(max(pythons, key=_release)))
+                break
+    os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+_find_pyenv_interpreters(LOCAL_PYTHONS)
 #: The far side's: the worker of every transport-independent test runs on each
 #: (``nox -s far_side -- 3.9``); 3.11 is this side's own, in every run.
 WORKER_PYTHONS = ["3.9", "3.10", "3.12", "3.13"]
@@ -37,11 +67,13 @@ def far_side(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
-    """ruff over everything, mypy --strict over the package."""
+    """ruff over everything, mypy --strict over the package, and the import
+    contracts of .importlinter (the layers: docs/architecture.rst)."""
     session.install("-e", ".[lint]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("lint-imports")
 
 
 @nox.session(python="3.11")
