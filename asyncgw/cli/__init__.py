@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from .args import Args, UsageError, parse
+from .args import Args, UsageError, _find_command, parse
 from .commands import make_job
 from .display import Display
 from .results import exit_status
@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        command, index = _find_command(argv)
+        if command == "map":  # a pool, not a fleet job: its own module
+            from .map import main as map_main
+
+            return map_main(argv[:index] + argv[index + 1 :])
         args = parse(argv)
         if args.command == "serve":
             from .. import server

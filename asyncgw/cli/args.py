@@ -23,7 +23,7 @@ from .targets import Options, Target, parse_hosts
 
 __all__ = ["COMMANDS", "Args", "UsageError", "build_parser", "parse"]
 
-COMMANDS = ("run", "put", "get", "exec", "serve")
+COMMANDS = ("run", "put", "get", "exec", "map", "serve")
 
 DESCRIPTION = """\
 Run commands, Python code and file copies on many hosts at once, over SSH
@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     code.add_argument("-c", dest="code", metavar="CODE", help="the Python code")
     code.add_argument("-f", dest="file", metavar="FILE", help="a file of Python code ('-': stdin)")
     sub.add_argument("--python", metavar="PATH", help="remote interpreter (default python3)")
+    commands.add_parser(  # its grammar is in .map (asyncgw map --help)
+        "map", help="call MODULE:FUNCTION on each line of a JSON file, on the hosts", add_help=False
+    )
     commands.add_parser(
         "serve",
         help="run an asyncgw socket server (asyncgw serve --help)",
