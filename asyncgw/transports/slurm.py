@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import logging
 import os
 import re
@@ -45,13 +46,14 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .._bootstrap import python_argv
 from .._errors import SpecError, TimeoutError
 from ._base import OpenContext, StreamSink
 from .cmd import FirstOutput, start_timeout
-from .popen import PopenTransport, start_process
+from .popen import PopenTransport, _Protocol, start_process
 
 if TYPE_CHECKING:
     from .._spec import XSpec
@@ -65,6 +67,8 @@ DEFAULT_QUEUE_TIMEOUT = 600.0
 #: Seconds, once srun is told to end, before it is killed: srun needs a
 #: moment to tell slurmctld and slurmstepd that the step is over.
 KILL_GRACE = 2.0
+#: Seconds to wait for squeue's word on a job whose step ended unasked.
+SQUEUE_WAIT = 2.0
 
 # srun's own words (Slurm 20.11 to 23.x) for a job or step held back, and
 # for resources granted after that.
@@ -105,7 +109,8 @@ def slurm_argv(spec: XSpec, environ: dict[str, str] | None = None) -> list[str]:
         raise SpecError(f"key 'slurm' of spec {str(spec)!r}: {exc}") from None
     environ = os.environ if environ is None else environ  # type: ignore[assignment]
     assert environ is not None
-    argv = ["srun", "--unbuffered", "-N1", "-n1"]
+    # -v: srun then names the job and step (its verbose lines are not forwarded).
+    argv = ["srun", "--unbuffered", "-v", "-N1", "-n1"]
     job = environ.get("SLURM_JOB_ID")
     if job and not _has_option(options, "--jobid", "--exclusive"):
         argv += [f"--jobid={job}"]
@@ -132,23 +137,31 @@ def queue_timeout(spec: XSpec) -> float:
 class SlurmTransport(PopenTransport):
     """srun's process, with what srun said about the queue and the step's end."""
 
-    #: The job id srun named, once it did.
-    job: str | None = None
-    #: srun's latest words on waiting, or None once resources are granted.
-    pending: str | None = None
+    _protocol: _SrunProtocol
 
-    def _stderr_lines(self) -> list[str]:
-        return b"".join(self._protocol.stderr_tail).decode("utf-8", "replace").splitlines()
+    #: Whether this side is ending the step (then its end needs no word from Slurm).
+    ending = False
+
+    @property
+    def srun(self) -> _SrunStderr:
+        """What srun said: job and step ids, waiting."""
+        return self._protocol.srun
 
     def diagnosis(self) -> str:
         """srun's exit status and stderr, led by Slurm's cause where it named one."""
         base = super().diagnosis()
-        causes = [match.group(0) for line in self._stderr_lines() if (match := _ENDED.search(line))]
+        lines = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace").splitlines()
+        causes = [match.group(0) for line in lines if (match := _ENDED.search(line))]
         if causes:
             return f"ended by Slurm: {causes[0]}; {base}"
         return base
 
+    def close_input(self) -> None:
+        self.ending = True
+        super().close_input()
+
     async def kill(self) -> None:
+        self.ending = True
         # SIGTERM first, to srun only: it ends the step through slurmctld
         # (a SIGKILL to its group at once would leave the step to time out).
         if self.pid is not None and not self._protocol.exited.done():
@@ -161,67 +174,160 @@ class SlurmTransport(PopenTransport):
         await super().kill()
 
 
-class _QueueWatch:
-    """Reads srun's stderr as it comes (besides the transport's own
-    forwarding) for word of the queue; wakes ``first`` on each change."""
+#: srun's verbose lines (``-v``, given for the job and step ids they
+#: carry) that are not forwarded: the options block and plug-in chatter.
+_VERBOSE = re.compile(
+    r"srun: (?:defined options|end of defined options|-{5,}|[\w-]+ +: |jobid \d+: |"
+    r"launching StepId=|Complete StepId=|[a-z_]+/[a-z_]+: )"
+)
+_JOBID = re.compile(r"srun: jobid (\d+): ")
+_LAUNCHING = re.compile(r"srun: launching StepId=(\d+)\.(\d+)")
 
-    def __init__(self, transport: SlurmTransport, first: FirstOutput) -> None:
-        self.transport = transport
-        self.first = first
+
+class _SrunStderr:
+    """srun's stderr, read line by line as it comes: the job and step ids and
+    the queue's news are taken from it (``changed`` is called on news), and
+    all but srun's verbose lines are passed on."""
+
+    def __init__(self) -> None:
+        self.job: str | None = None
+        self.step: str | None = None
+        #: srun's words on waiting, or None while not waiting.
+        self.pending: str | None = None
+        #: When the waiting began (monotonic), or None.
         self.since: float | None = None
+        self.changed: Callable[[], None] = lambda: None
         self._partial = b""
-        protocol = transport._protocol
-        forward = protocol.pipe_data_received
 
-        def pipe_data_received(fd: int, data: bytes | memoryview) -> None:
-            forward(fd, data)
-            if fd == 2:
-                self._feed(bytes(data))
-
-        # An instance attribute: asyncio looks the method up at each call.
-        protocol.pipe_data_received = pipe_data_received  # type: ignore[method-assign]
-        self._feed(b"".join(protocol.stderr_tail))  # what came before this hook
-
-    def _feed(self, data: bytes) -> None:
+    def feed(self, data: bytes) -> bytes:
+        """The part of ``data`` to pass on; srun's own lines are read whole,
+        anything else (the worker's stderr) passes at once."""
         *lines, self._partial = (self._partial + data).split(b"\n")
-        for raw in lines:
-            line = raw.decode("utf-8", "replace")
-            for pattern in _PENDING:
-                match = pattern.search(line)
-                if match:
-                    self.transport.job = match.group(1)
-                    reason = match.group(2) if match.lastindex and match.lastindex >= 2 else None
-                    what = "step" if "step" in line else "job"
-                    self.transport.pending = f"{what} of job {match.group(1)} waiting" + (
-                        f" ({reason})" if reason else ""
-                    )
-                    if self.since is None:
-                        self.since = time.monotonic()
-                    self.first.event.set()
-            match = _GRANTED.search(line)
+        kept = [raw + b"\n" for raw in lines if not self._read(raw.decode("utf-8", "replace"))]
+        if self._partial and not b"srun: ".startswith(self._partial[:6]):
+            kept.append(self._partial)
+            self._partial = b""
+        return b"".join(kept)
+
+    def _read(self, line: str) -> bool:
+        """Take what ``line`` says; whether it is verbose chatter to drop."""
+        for pattern in _PENDING:
+            match = pattern.search(line)
             if match:
-                self.transport.job = match.group(1) or match.group(2)
-                self.transport.pending = None
-                self.since = None
-                self.first.event.set()
+                self.job = match.group(1)
+                reason = match.group(2) if match.lastindex and match.lastindex >= 2 else None
+                what = "step" if "step" in line else "job"
+                self.pending = f"{what} of job {self.job} waiting for resources" + (
+                    f" ({reason})" if reason else ""
+                )
+                if self.since is None:
+                    self.since = time.monotonic()
+                self.changed()
+                return False
+        match = _GRANTED.search(line) or _JOBID.match(line)
+        if match:
+            self.job = next(group for group in match.groups() if group)
+            if self.since is not None:
+                self.pending = self.since = None
+                self.changed()
+        match = _LAUNCHING.match(line)
+        if match:
+            self.job, self.step = match.group(1), match.group(2)
+        return bool(_VERBOSE.match(line))
 
 
-async def _squeue(job: str) -> str:
-    """``squeue``'s state and reason for ``job``, or why there is none."""
+class _SrunProtocol(_Protocol):
+    """popen's pipe reader, with srun's stderr read (and filtered) first."""
+
+    def __init__(self, sink: StreamSink) -> None:
+        super().__init__(sink)
+        self.srun = _SrunStderr()
+
+    def pipe_data_received(self, fd: int, data: bytes | memoryview) -> None:
+        if fd == 2:
+            data = self.srun.feed(bytes(data))
+            if not data:
+                return
+        super().pipe_data_received(fd, data)
+
+
+class _LossSink:
+    """The gateway's sink, told of the step's end only once Slurm has been
+    asked for the job's state: so that a step Slurm ended (``scancel``)
+    is lost with that cause in the message."""
+
+    def __init__(self, sink: StreamSink) -> None:
+        self.sink = sink
+        self.hello = getattr(sink, "hello", None)  # what FirstOutput waits for
+        self.transport: SlurmTransport | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.reported = False
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        self.sink.data_received(data)
+
+    def pause_writing(self) -> None:
+        self.sink.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.sink.resume_writing()
+
+    def connection_lost(self, reason: str) -> None:
+        transport = self.transport
+        if self.reported:  # popen's reader may report twice (timer, then exit)
+            return
+        self.reported = True
+        job = None if transport is None else transport.srun.job
+        if transport is None or job is None or transport.ending:
+            self.sink.connection_lost(reason)
+            return
+        task = asyncio.get_running_loop().create_task(self._report(reason, job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _report(self, reason: str, job: str) -> None:
+        # A job being ended reads COMPLETING at first: ask again for what
+        # ended it (CANCELLED, TIMEOUT, NODE_FAIL...), a little while.
+        deadline = time.monotonic() + SQUEUE_WAIT
+        while True:
+            state = await _job_state(job, timeout=SQUEUE_WAIT)
+            if not state.startswith("COMPLETING") or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)  # a poll of Slurm's state, not a synchronisation
+        self.sink.connection_lost(f"{reason}; Slurm says job {job} is {state}")
+
+
+async def _job_state(job: str, timeout: float = 10.0) -> str:
+    """Slurm's state and reason for ``job`` (``scontrol show job``: it names
+    a cancelled job CANCELLED while squeue still says COMPLETING)."""
     try:
         process = await asyncio.create_subprocess_exec(
-            "squeue", "-h", "-j", job, "-o", "%T %r",
+            "scontrol", "show", "job", "--oneliner", job,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
-        async with asyncio.timeout(10):
-            output, _ = await process.communicate()
-    except (OSError, builtins.TimeoutError) as exc:
-        return f"squeue failed: {exc}"
-    text = output.decode("utf-8", "replace").strip()
-    if not text:
-        return "not in squeue"
-    state, _, reason = text.partition(" ")
-    return f"state {state}, reason {reason}" if reason else f"state {state}"
+        try:
+            async with asyncio.timeout(timeout):
+                output, _ = await process.communicate()
+        except builtins.TimeoutError:
+            process.kill()
+            await process.wait()
+            return f"unknown (scontrol did not answer within {timeout}s)"
+        except BaseException:  # cancelled: leave no scontrol behind
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
+    except OSError as exc:
+        return f"unknown (scontrol failed: {exc})"
+    text = output.decode("utf-8", "replace")
+    fields = {}
+    for word in text.split():
+        key, sep, value = word.partition("=")
+        if sep:
+            fields[key] = value
+    if "JobState" not in fields:
+        return f"unknown ({text.strip()[:200]})"
+    reason = fields.get("Reason", "None")
+    return fields["JobState"] + ("" if reason == "None" else f", reason {reason}")
 
 
 async def open_slurm(
@@ -237,22 +343,25 @@ async def open_slurm(
     """
     argv = slurm_argv(spec)
     start, queue = start_timeout(spec), queue_timeout(spec)
-    first = FirstOutput(sink)
-    transport = await start_process(argv, spec, first, bootstrap)
+    loss = _LossSink(sink)
+    first = FirstOutput(loss)
+    transport = await start_process(argv, spec, first, bootstrap, _SrunProtocol)
     transport.__class__ = SlurmTransport  # same state; srun-aware diagnosis and kill
     assert isinstance(transport, SlurmTransport)
-    watch = _QueueWatch(transport, first)
+    loss.transport = transport
+    srun = transport.srun
+    srun.changed = first.event.set
     deadline = time.monotonic() + start
-    logged = False
+    waiting = False
     try:
         while not first.started and not transport._protocol.exited.done():
-            if watch.since is not None:
-                deadline = watch.since + queue
-                if not logged:
-                    logged = True
-                    log.info("%s waits for resources: %s", spec, transport.pending)
-            elif logged:  # granted after waiting: the start timeout begins now
-                logged = False
+            if srun.since is not None:
+                deadline = srun.since + queue
+                if not waiting:
+                    waiting = True
+                    log.info("%s waits for resources: %s", spec, srun.pending)
+            elif waiting:  # granted after waiting: the start timeout begins now
+                waiting = False
                 deadline = time.monotonic() + start
             first.event.clear()
             remaining = deadline - time.monotonic()
@@ -264,14 +373,14 @@ async def open_slurm(
             except builtins.TimeoutError:
                 pass  # the deadline is checked above, with the queue's news
     except builtins.TimeoutError:
-        pending, job = transport.pending, transport.job
-        state = await _squeue(job) if job and pending else ""
+        pending, job = srun.pending, srun.job
+        state = await _job_state(job) if job and pending else ""
         silence = first.silence(transport)
         await asyncio.shield(transport.kill())
         if pending:
             raise TimeoutError(
                 f"{spec} waited {queue}s in Slurm's queue without starting: {pending}"
-                f" (squeue: {state}); the step was cancelled. Raise"
+                f" (Slurm: {state}); the request was cancelled. Raise"
                 f" slurm_queue_timeout=SECONDS to wait longer"
             ) from None
         raise TimeoutError(f"{spec} did not start within {start}s: {silence}") from None
