@@ -8,9 +8,9 @@ imported here (the current directory first on ``sys.path``) and travels
 as source, as the pool ships every function: it must be self-contained
 (its imports inside its body).
 
-A call that fails prints ``null`` in its place (so that output line N
-still answers input line N) and, on standard error, its line number and
-its error by name; a result JSON cannot carry (bytes, a set, an array)
+A call that fails prints ``null`` in its place (so that the output keeps
+one line per value, blank input lines being skipped) and, on standard
+error, its line number and its error by name; a result JSON cannot carry (bytes, a set, an array)
 fails its own line the same way. Exit status: 0 when every line
 succeeded, 1 when any failed, 255 when the hosts could not be reached,
 2 for bad usage (a bad line of ARGS-FILE included: nothing runs), 130
