@@ -85,10 +85,17 @@ class SlurmCluster:
     env: dict[str, str]
     daemons: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def run(self, *argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
-        """Run a Slurm client with the cluster's environment."""
+    def run(
+        self, *argv: str, timeout: float = 30.0, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a Slurm client with the cluster's environment (and ``env``)."""
         return subprocess.run(
-            argv, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            argv,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     def queue(self) -> list[str]:

@@ -22,13 +22,14 @@ import psutil
 import pytest
 
 import asyncgw
-from asyncgw.transports.slurm import slurm_argv
 
 from .slurmcluster import SlurmCluster, slurm  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.anyio
 
 PYTHON = sys.executable
+#: Drivers import the asyncgw under test (this tree's), not whichever is installed.
+DRIVER_ENV = {"PYTHONPATH": str(Path(asyncgw.__file__).resolve().parent.parent)}
 
 
 @pytest.fixture
@@ -57,6 +58,8 @@ def _wait_until(condition: object, what: str, timeout: float = 20.0) -> None:
 
 
 def test_slurm_argv_outside_and_inside_an_allocation() -> None:
+    from asyncgw.transports.slurm import slurm_argv
+
     spec = asyncgw.XSpec("slurm=--partition=debug --time=10//python=python3")
     outside = slurm_argv(spec, environ={})
     assert outside[:5] == ["srun", "--unbuffered", "-v", "-N1", "-n1"]
@@ -224,7 +227,7 @@ def test_killed_caller_leaves_no_step(cluster: SlurmCluster, tmp_path: Path) -> 
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER_KILLED)
     caller = subprocess.Popen(
-        [PYTHON, str(driver)], stdout=subprocess.PIPE, text=True, env=cluster.env
+        [PYTHON, str(driver)], stdout=subprocess.PIPE, text=True, env={**cluster.env, **DRIVER_ENV}
     )
     try:
         assert caller.stdout is not None
@@ -281,7 +284,9 @@ asyncio.run(main())
 def test_group_over_an_salloc_allocation(cluster: SlurmCluster, tmp_path: Path) -> None:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER_GROUP)
-    result = cluster.run("salloc", "-N1", "-n2", "-J", "agw-alloc", PYTHON, str(driver), timeout=60)
+    result = cluster.run(
+        "salloc", "-N1", "-n2", "-J", "agw-alloc", PYTHON, str(driver), timeout=60, env=DRIVER_ENV
+    )
     assert result.returncode == 0, result.stderr
     results = json.loads(result.stdout.strip().splitlines()[-1])
     job = results["job"]
