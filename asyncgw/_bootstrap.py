@@ -12,6 +12,7 @@ crosses a shell, which keeps quoting trivial for ssh and cmd transports.
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +23,93 @@ __all__ = ["LOADER", "bootstrap_payload", "module_source", "python_argv"]
 _PACKAGE = "_asyncgw_remote"
 
 # The loader lives with the socket server, which must stand alone.
+#
+# Compiling the worker's modules costs about half a bare interpreter's
+# start, so stage 2 keeps their code objects (marshal) in a private cache
+# on the far side, keyed by a hash of the sources (computed here) and the
+# far interpreter's exact version and optimisation level (checked there),
+# and compiles only on a miss. The cache directory is
+# $XDG_CACHE_HOME/asyncgw (default ~/.cache/asyncgw); it is used only if it
+# is a real directory owned by this user with no access for others (mode
+# 700, created so), opened once and then used through its descriptor, so
+# that nobody else can plant code there; files are written under a
+# temporary name and renamed, so a reader never sees half a file. Any
+# failure (read-only home, no dir_fd support, a bad file) means: compile.
+# Nothing is written under dont_write_bytecode (the config, -B or
+# PYTHONDONTWRITEBYTECODE), as for .pyc files; a cache there is still read.
 _STAGE2 = """\
 import sys
+import marshal
 def _package(name):
     package = type(sys)(name)
     package.__path__ = []
     sys.modules[name] = package
+def _cache_dir():
+    if os.open not in os.supports_dir_fd:
+        return None
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    path = os.path.join(base, 'asyncgw')
+    try:
+        os.makedirs(path, 0o700)
+    except OSError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        os.close(fd)
+        return None
+    return fd
+def _cache_read(fd, name, tag):
+    try:
+        handle = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd)
+    except OSError:
+        return None
+    try:
+        with open(handle, 'rb') as file:
+            found_tag, codes = marshal.load(file)
+    except Exception:
+        return None
+    return codes if found_tag == tag and type(codes) is dict else None
+def _cache_write(fd, name, tag, codes):
+    temp = '%s.%d.tmp' % (name, os.getpid())
+    try:
+        handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                         dir_fd=fd)
+        with open(handle, 'wb') as file:
+            marshal.dump((tag, codes), file)
+        os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except Exception:
+        try:
+            os.unlink(temp, dir_fd=fd)
+        except OSError:
+            pass
+_tag = (sys.version, sys.flags.optimize)
+_name = {key!r} + '-' + sys.implementation.cache_tag
+try:
+    _fd = _cache_dir()
+except Exception:
+    _fd = None
+_codes = (_fd is not None and _cache_read(_fd, _name, _tag)) or {{}}
+_compiled = {{}}
 def _install(name, source):
     module = type(sys)(name)
     module.__package__ = name.rpartition('.')[0]
     module.__file__ = '<asyncgw ' + name + '>'
     sys.modules[name] = module
-    exec(compile(source, module.__file__, 'exec'), module.__dict__)
+    code = _codes.get(name)
+    if code is None:
+        code = _compiled[name] = compile(source, module.__file__, 'exec')
+    exec(code, module.__dict__)
 _package({package!r})
 _package({package!r} + '.remote')
-{installs}{prelude}sys.modules[{package!r} + '.remote.' + {entry!r}].main({config!r})
+{installs}if _fd is not None:
+    if _compiled and not {no_write!r} and not sys.flags.dont_write_bytecode:
+        _cache_write(_fd, _name, _tag, _compiled)
+    os.close(_fd)
+{prelude}sys.modules[{package!r} + '.remote.' + {entry!r}].main({config!r})
 """
 
 # Sets the soft RLIMIT_NOFILE back to what it was before asyncgw raised it
@@ -67,6 +140,15 @@ def module_source(module: str) -> str:
     return (Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")
 
 
+@functools.cache
+def _sources_key(modules: tuple[str, ...]) -> str:
+    """What names one set of module sources in the far side's code cache."""
+    digest = hashlib.sha256()
+    for path in modules:
+        digest.update(b"%s\0%s\0" % (path.encode(), module_source(path).encode("utf-8")))
+    return digest.hexdigest()[:32]
+
+
 def bootstrap_payload(
     config: dict[str, Any], *, forkserver: bool = False, nofile: int | None = None
 ) -> bytes:
@@ -85,6 +167,8 @@ def bootstrap_payload(
     stage2 = _STAGE2.format(
         package=_PACKAGE,
         installs=installs,
+        key=_sources_key(modules),
+        no_write=bool(config.get("dont_write_bytecode")),
         entry="forkserver" if forkserver else "worker",
         config=config,
         prelude="" if nofile is None else _RESTORE_NOFILE.format(soft=int(nofile)),
