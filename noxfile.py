@@ -178,3 +178,11 @@ def bench_executor(session: nox.Session) -> None:
     ProcessPoolExecutor, multiprocessing.Pool, loky and dask.distributed."""
     session.install("-e", ".[bench]", "loky", "dask[distributed]")
     session.run("python", "benchmarks/bench_executor.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench_slurm(session: nox.Session) -> None:
+    """Gateway start through srun (slurm=) beside popen, and 8 gateways in one
+    salloc allocation, on a throw-away single-node Slurm (needs root, slurm-wlm, munge)."""
+    session.install("-e", ".[test]")
+    session.run("python", "benchmarks/bench_slurm.py", *session.posargs)

@@ -147,14 +147,17 @@ class SlurmTransport(PopenTransport):
         """What srun said: job and step ids, waiting."""
         return self._protocol.srun
 
+    def slurm_ended(self) -> str | None:
+        """srun's or slurmstepd's words that Slurm ended the step, if any."""
+        lines = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace").splitlines()
+        causes = [match.group(0) for line in lines if (match := _ENDED.search(line))]
+        return causes[0] if causes else None
+
     def diagnosis(self) -> str:
         """srun's exit status and stderr, led by Slurm's cause where it named one."""
         base = super().diagnosis()
-        lines = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace").splitlines()
-        causes = [match.group(0) for line in lines if (match := _ENDED.search(line))]
-        if causes:
-            return f"ended by Slurm: {causes[0]}; {base}"
-        return base
+        cause = self.slurm_ended()
+        return f"ended by Slurm: {cause}; {base}" if cause else base
 
     def close_input(self) -> None:
         self.ending = True
@@ -278,7 +281,9 @@ class _LossSink:
             return
         self.reported = True
         job = None if transport is None else transport.srun.job
-        if transport is None or job is None or transport.ending:
+        # Only for a step that Slurm ended (srun says so): not for one that
+        # ended as asked (end of input, TERMINATE, a kill from here).
+        if transport is None or job is None or transport.ending or not transport.slurm_ended():
             self.sink.connection_lost(reason)
             return
         task = asyncio.get_running_loop().create_task(self._report(reason, job))
