@@ -15,6 +15,7 @@ named by its workload or the start of it, one per line)::
               round trip
        :contenders: asyncgw, sync, execnet, bound
        :ratios: asyncgw/execnet, sync/execnet
+       :transpose:            (a line per contender; no ratios)
 
     .. results-targets:: core
 
@@ -40,6 +41,8 @@ Roles, for figures in prose::
     :result:`core | round trip | asyncgw`        -> 32.0 µs
     :ratio:`core | round trip | asyncgw/execnet`  -> 0.61×
     :target:`core | round trip, async API`        -> met (0.61×, target ≤ 0.8×)
+    :field:`execnet_suite | counts.passed`        -> a value of any results file
+                                                     (``date`` gives the day)
 
 Every table and chart says where it comes from: the file, its date, the
 commit, the machine, the load average at the start and the end, the number
@@ -67,7 +70,8 @@ from sphinx.util.docutils import SphinxDirective, SphinxRole
 
 LOG = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent.parent / "_results"
-CHARTS = RESULTS / "_charts"
+#: Charts are drawn here, under the docs' source directory (ignored by git).
+CHARTS_DIR = "_results/_charts"
 UNITS = {"us": "µs", "us/msg": "µs", "cpu us": "cpu µs", "cpu us/item": "cpu µs/item"}
 #: The front page's default: (bench, row, mine/peer, label).
 HEADLINE = (
@@ -160,7 +164,7 @@ def format_target(target: dict[str, Any]) -> str:
         return "not measured"
     op = "≤" if target["at_most"] else "≥"
     verdict = "met" if target["met"] else "missed"
-    return f"{verdict} ({target['ratio']:.2f}×, target {op} {target['limit']:g}×)"
+    return f"{verdict} ({target['ratio']:.2f}×, target {op} {target['limit']:.3g}×)"
 
 
 def split(spec: str, count: int) -> list[str]:
@@ -281,12 +285,15 @@ class ResultsTable(ResultsDirective):
         "rows": lines_option,
         "contenders": comma_option,
         "ratios": comma_option,
+        "transpose": directives.flag,
     }
 
     def build(self) -> list[nodes.Node]:
         document = self.document()
         rows = self.rows(document)
         contenders = self.contenders(rows)
+        if "transpose" in self.options:
+            return [self.transposed(rows, contenders), *self.footer(document)]
         ratios = self.options.get("ratios", [])
         header = ["", "unit", *contenders, *(pair.replace("/", " ÷ ") for pair in ratios)]
         body = []
@@ -312,6 +319,23 @@ class ResultsTable(ResultsDirective):
             body.append(cells)
         return [table(header, body), *self.footer(document)]
 
+    def transposed(self, rows: list[dict[str, Any]], contenders: list[str]) -> nodes.table:
+        """A line per contender, a column per row (for rows with many contenders)."""
+        header = ["", *(f"{row['workload']}, {unit(row)}" for row in rows)]
+        body = []
+        for name in contenders:
+            cells = [name]
+            for row in rows:
+                values = row["samples"].get(name)
+                cells.append(
+                    f"{figure(statistics.median(values))} "
+                    f"({figure(min(values))}–{figure(max(values))})"
+                    if values
+                    else "–"
+                )
+            body.append(cells)
+        return table(header, body)
+
 
 class ResultsTargets(ResultsDirective):
     """Each target of the file: goal, measured ratio, met or missed."""
@@ -329,7 +353,7 @@ class ResultsTargets(ResultsDirective):
             verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
             cells = [
                 target["name"],
-                f"{target['mine']} ÷ {target['peer']} {op} {target['limit']:g}×",
+                f"{target['mine']} ÷ {target['peer']} {op} {target['limit']:.3g}×",
                 measured,
                 verdict + (f": {target['note']}" if target.get("note") else ""),
             ]
@@ -341,10 +365,12 @@ class ResultsTargets(ResultsDirective):
 # ---------------------------------------------------------------- charts
 
 
-def chart_path(key: str) -> tuple[Path, str]:
+def chart_path(srcdir: str | Path, key: str) -> tuple[Path, str]:
+    """Where a chart goes (under the source tree, so Sphinx copies it) and its URI."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    CHARTS.mkdir(parents=True, exist_ok=True)
-    return CHARTS / f"{digest}.png", f"/_results/_charts/{digest}.png"
+    charts = Path(srcdir) / CHARTS_DIR
+    charts.mkdir(parents=True, exist_ok=True)
+    return charts / f"{digest}.png", f"/{CHARTS_DIR}/{digest}.png"
 
 
 def pyplot() -> Any:
@@ -384,7 +410,7 @@ class ResultsChart(ResultsDirective):
         document = self.document()
         kind = self.options.get("kind", "bars")
         key = json.dumps([document["date"], self.arguments, sorted(self.options.items())])
-        path, uri = chart_path(key)
+        path, uri = chart_path(self.env.srcdir, key)
         plt = pyplot()
         fig = self.lines(plt, document) if kind == "lines" else self.bars(plt, document, kind)
         save(fig, path)
@@ -487,7 +513,9 @@ class HeadlineChart(SphinxDirective):
             LOG.warning(f"headline-chart: {failure}", location=self.get_location())
             return []
         plt = pyplot()
-        path, uri = chart_path(json.dumps([items, [d["date"] for d in sources.values()]]))
+        path, uri = chart_path(
+            self.env.srcdir, json.dumps([items, [d["date"] for d in sources.values()]])
+        )
         fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(labels)))
         colors = ["#2f6fb0" if v <= 1 else "#c0504d" for v in values]
         ax.barh(labels, values, color=colors)
@@ -525,7 +553,7 @@ class FigureRole(SphinxRole):
         except (ResultsError, KeyError) as failure:
             LOG.warning(f":{self.name}: {failure}", location=self.get_location())
             return [nodes.inline(text=self.text)], []
-        bench = self.text.split("|", 1)[0].strip()
+        bench = self.text.split("|", 1)[0].strip()  # the dependency: rebuild on a new run
         self.env.note_dependency(str(RESULTS / f"{bench}.json"))
         node = nodes.inline(text=text, classes=["results-figure"])
         return [node], []
@@ -533,6 +561,7 @@ class FigureRole(SphinxRole):
 
 def render_role(name: str, text: str) -> str:
     """What a role renders to (also used by tests/test_claims.py)."""
+    text = " ".join(text.split())  # a role may wrap across lines
     bench, _, rest = text.partition("|")
     document = load(bench.strip())
     if name == "result":
@@ -542,6 +571,13 @@ def render_role(name: str, text: str) -> str:
         return format_ratio(ratio(find_row(document, row_name), pair))
     if name == "target":
         return format_target(find_target(document, rest))
+    if name == "field":
+        value: Any = document
+        for key in rest.strip().split("."):
+            if not isinstance(value, dict) or key not in value:
+                raise ResultsError(f"{bench.strip()}.json has no field {rest.strip()!r}")
+            value = value[key]
+        return str(value)[:10] if rest.strip() == "date" else str(value)
     raise ResultsError(f"unknown role {name}")
 
 
@@ -550,6 +586,6 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("results-targets", ResultsTargets)
     app.add_directive("results-chart", ResultsChart)
     app.add_directive("headline-chart", HeadlineChart)
-    for name in ("result", "ratio", "target"):
+    for name in ("result", "ratio", "target", "field"):
         app.add_role(name, FigureRole())
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
