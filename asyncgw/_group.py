@@ -6,7 +6,7 @@ An id is reserved from the moment a gateway starts opening, so concurrent
 
 The group does not start interpreters itself: it hands each spec to
 :func:`._gateway.open_gateway` with an :class:`~asyncgw.transports.OpenContext`
-carrying its fork servers (:class:`~asyncgw.transports.ForkServers`, the
+carrying its fork servers (``transports.forkserver.ForkServers``, the
 popen transport's), which it only makes, tells of a batch, and closes.
 """
 
@@ -25,7 +25,8 @@ from ._gateway import Gateway, open_gateway
 from ._spec import XSpec
 from ._supervision import Death, GroupSupervisor, RestartPolicy
 from ._tasks import run_all
-from .transports import ForkServers, OpenContext
+from .transports import OpenContext
+from .transports.forkserver import ForkServers
 
 __all__ = ["Group", "default_group", "makegateway"]
 

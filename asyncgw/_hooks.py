@@ -8,7 +8,7 @@ program that only does ``import asyncgw`` has them (spec keys
 ``forward_logs`` and ``forward_imports`` work without importing
 ``asyncgw.objects`` by hand).
 
-Invariant: this module imports nothing of asyncgw at run time; what is
+Invariant: this module imports only ``_errors`` at run time; what is
 registered runs on the event loop, in registration order.
 """
 

@@ -9,6 +9,11 @@ and :class:`asyncgw.RestartPolicy`.
 
 from __future__ import annotations
 
-from .._supervision import REAP_WAIT, Death, DeathWatch, GroupSupervisor, RestartPolicy
+from .. import _supervision
+from .._supervision import Death, DeathWatch, GroupSupervisor, RestartPolicy
 
 __all__ = ["REAP_WAIT", "Death", "DeathWatch", "GroupSupervisor", "RestartPolicy"]
+
+#: Seconds a death report waits for the transport to close (the process to
+#: be reaped) before it is made with what is known.
+REAP_WAIT = _supervision.REAP_WAIT
