@@ -87,3 +87,48 @@ def test_docs_forward_logs_cell_prints_under_its_cell() -> None:
     printed = "".join(output.get("text", "") for output in cell.outputs)
     for line in expected:
         assert line in printed, (line, printed)
+
+
+def test_flush_logs_returns_after_every_record_made_before_it() -> None:
+    """Outside a notebook too: once ``flush_logs`` returns, every record and
+    line (a partial one included) made before it has been handled here."""
+    import asyncio
+    import logging
+
+    import asyncgw
+    from asyncgw.objects.logs import flush_logs
+
+    class Keep(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
+    keep = Keep()
+    logger = logging.getLogger("asyncgw.remote.flushed")
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    code = (
+        "import logging, sys\n"
+        "for n in range(3000): logging.getLogger('job').info('record %d', n)\n"
+        "sys.stdout.write('a partial line')\n"
+    )
+
+    async def main() -> None:
+        async with asyncgw.Group(forward_logs=True) as group:
+            gw = await group.makegateway("popen//id=flushed")
+            await flush_logs(gw)  # nothing made yet: returns
+            await gw.remote_exec(code).waitclose()
+            await flush_logs(gw)
+            assert keep.messages[-1] == "a partial line", keep.messages[-3:]
+            assert [m for m in keep.messages if m.startswith("record")] == [
+                f"record {n}" for n in range(3000)
+            ]
+        await flush_logs(gw)  # forwarding has ended: returns
+
+    try:
+        asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        logger.removeHandler(keep)
