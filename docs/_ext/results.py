@@ -184,7 +184,9 @@ def provenance(document: dict[str, Any]) -> str:
     run = "a quick run" if document.get("quick") else "a full run"
     if document.get("reduced"):
         run = f"a reduced run ({document['reduced']})"
-    commit = (versions.get("asyncgw_commit") or "?")[:12]
+    sha, _, dirty = (versions.get("asyncgw_commit") or "?").partition("+")
+    # "+dirty": the package's files differed from the commit (a shared working tree)
+    commit = sha[:12] + (" with uncommitted changes" if dirty else "")
     load_start = machine["load_start"][0]
     load_end = machine["load_end"][0]
     return (
