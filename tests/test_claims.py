@@ -84,10 +84,6 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "design: how verdicts are computed",
     (
         "docs/benchmarks.rst",
-        "- **1 popen gateway.** The target (≤ 0.6× execnet) is below the",
-    ): "setting: the target itself (benchmarks/bench_core.py TARGETS); the figures are roles",
-    (
-        "docs/benchmarks.rst",
         "The targets: within 1.1× of the floor, ahead of parallel-ssh and fabric on",
     ): "setting: the targets themselves (bench_fleet.target_list); verdicts: results-targets",
     (
