@@ -261,7 +261,7 @@ def _array_itemsize(dtype: str) -> int:
     if len(dtype) < 3 or dtype[0] not in "<>|" or not dtype[2:].isdigit() or not dtype.isascii():
         raise ValueError("not a plain numpy dtype: %r" % dtype)
     kind, size = dtype[1], int(dtype[2:])
-    if kind not in ARRAY_KINDS:
+    if kind not in ARRAY_KINDS or size < 1:
         raise ValueError("numpy dtype %r is not one that travels" % dtype)
     sizes = ARRAY_KINDS[kind]
     if sizes is not None and size not in sizes:
@@ -546,4 +546,13 @@ def _decode_array(data: bytes, pos: int) -> tuple[Any, int]:
         raise LoadError("numpy array of shape %s refused: %s" % (shape, exc)) from None
     if nbytes:
         array.reshape(-1).view("u1")[:] = numpy.frombuffer(data, "u1", nbytes, pos)
+        # Values numpy's own code does not expect: bools other than 0 and
+        # 1 (made 1, as numpy reads them), code points past U+10FFFF (they
+        # would fail where the array is read, not here).
+        kind = code[1]
+        if kind == "b":
+            raw = array.reshape(-1).view("u1")
+            numpy.not_equal(raw, 0, out=raw, casting="unsafe")
+        elif kind == "U" and (array.reshape(-1).view(code[0] + "u4") > 0x10FFFF).any():
+            raise LoadError("numpy str array with code points past U+10FFFF")
     return array, end

@@ -45,9 +45,22 @@ def test_round_trips_keep_dtype_shape_and_values(dtype: str, shape: tuple[int, .
     rng = np.random.default_rng(len(shape))
     raw = rng.integers(0, 256, size=int(np.prod(shape)) * np.dtype(dtype).itemsize, dtype="u1")
     array = raw.view(dtype).reshape(shape) if raw.size else np.zeros(shape, dtype)
+    if array.dtype.kind == "b":  # bytes 0 and 1 only, as numpy makes them
+        array = (raw % 2).view(dtype).reshape(shape)
+    elif array.dtype.kind == "U":  # valid code points only
+        code = array.dtype.byteorder.replace("=", "<").replace("|", "<") + "u4"
+        array = (raw.view(code) % 0x110000).astype(code).view(dtype).reshape(shape)
     back = loads(dumps({"a": [array]}))["a"][0]
     assert same(array, back)
     assert back.flags.writeable and back.flags.c_contiguous and back.flags.aligned
+
+
+def test_bools_arrive_as_zero_and_one() -> None:
+    # A view can hold a bool byte other than 0 or 1: it arrives as True.
+    sent = np.array([0, 1, 2, 255], dtype="u1").view("?")
+    back = loads(dumps(sent))
+    assert back.view("u1").tolist() == [0, 1, 1, 1]
+    assert back.tolist() == [False, True, True, True]
 
 
 def test_zero_d_array_stays_zero_d() -> None:
@@ -115,6 +128,10 @@ def _forged(dtype: bytes, shape: tuple[int, ...], nbytes: int, body: bytes) -> b
         (_forged(b"<f8", (2**40, 2**40), 0, b""), "claims 0 bytes"),
         (_forged(b"<f8", (4,), 32, b"\0" * 8), "truncated"),
         (_forged(b"<f8", (0, 2**63), 0, b""), "refused"),
+        (_forged(b"|S0", (5,), 0, b""), "not one that travels"),
+        (_forged(b"<U0", (5,), 0, b""), "not one that travels"),
+        (_forged(b"<U1", (1,), 4, b"\xff\xff\xff\xff"), "past U\\+10FFFF"),
+        (_forged(b">U1", (1,), 4, b"\x00\x11\x00\x00"), "past U\\+10FFFF"),
     ],
 )
 def test_forged_arrays_are_load_errors_before_anything_is_built(data: bytes, message: str) -> None:
