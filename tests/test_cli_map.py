@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from .test_sshd import Sshd, sshd  # noqa: F401 - the session's loopback sshd
+
 #: The console script next to this interpreter, as ``pip install`` made it.
 ENTRY = Path(sys.executable).with_name("asyncgw")
 
@@ -161,3 +163,19 @@ def test_ctrl_c_stops_the_workers_and_exits_130(workdir: Path) -> None:
             process.wait()
         process.stdout.close()  # type: ignore[union-attr]
         process.stderr.close()  # type: ignore[union-attr]
+
+
+def test_over_ssh_and_here_in_one_map(workdir: Path, sshd: Sshd) -> None:  # noqa: F811
+    (workdir / "args.jsonl").write_text("".join(f"{n}\n" for n in range(1, 9) if n != 3))
+    result = run_map(
+        "-u", "root", "-i", str(sshd.keys.user_key_path), "--known-hosts", "none",
+        "--python", sys.executable, "--chunksize", "1",
+        f"localhost,127.0.0.1:{sshd.port}", "mapmod:work", "args.jsonl",
+        cwd=workdir,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["square"] for r in lines] == [n * n for n in range(1, 9) if n != 3]
+    pids = {r["pid"] for r in lines}
+    assert len(pids) == 2  # both places took items
+    assert_gone(pids)
