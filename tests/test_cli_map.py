@@ -125,6 +125,15 @@ def test_bad_input_is_a_usage_error_before_anything_runs(
     assert not mark.exists()
 
 
+def test_an_unusable_key_is_a_usage_error(workdir: Path) -> None:
+    result = run_map(
+        "-i", str(workdir / "no-such-key"), "127.0.0.1:1", "mapmod:work", "-",
+        cwd=workdir, stdin="1\n",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "-i " in result.stderr and "no-such-key" in result.stderr
+
+
 def test_hosts_that_cannot_start_exit_255(workdir: Path) -> None:
     result = run_map(
         "--python", str(workdir / "no-such-python"), "localhost", "mapmod:work", "-",

@@ -140,6 +140,14 @@ def _specs(namespace: argparse.Namespace) -> list[str]:
         targets = parse_hosts(namespace.hosts)
     except ValueError as exc:
         raise UsageError(f"asyncgw map: bad HOSTS: {exc}") from None
+    if namespace.identity is not None and any(target.host for target in targets):
+        # A key that cannot be used is the caller's mistake, as in the other commands.
+        from ..transports.sshpool import _load_identity
+
+        try:
+            _load_identity(os.path.expanduser(namespace.identity))
+        except ValueError as exc:
+            raise UsageError(f"asyncgw map: -i {namespace.identity}: {exc}") from None
     options = Options(
         user=namespace.user,
         identity=namespace.identity,
