@@ -17,7 +17,7 @@ import types
 import warnings
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from .. import Death, _gateway
 from .._loopthread import call_blocking as _run_sync
@@ -25,7 +25,7 @@ from .._loopthread import run_blocking as _run
 from ..remote.execmodel import ExecModel, get_execmodel
 from .channel import Channel, present, register_gateway_facade
 
-__all__ = ["EXIT_GRACE", "Gateway", "in_thread", "present_gateway"]
+__all__ = ["EXIT_GRACE", "Gateway", "GroupLike", "in_thread", "present_gateway"]
 
 log = logging.getLogger("asyncgw")
 
@@ -46,15 +46,25 @@ def present_gateway(gateway: _gateway.Gateway) -> Gateway:
 register_gateway_facade(present_gateway)
 
 
+class GroupLike(Protocol):
+    """What a gateway asks of its group (a facade :class:`Group`, which
+    builds on this module)."""
+
+    @property
+    def execmodel(self) -> ExecModel:
+        """The local execution model."""
+        ...
+
+
 class Gateway:
     """A gateway with execnet's blocking API.
 
     :param gateway: the core gateway it runs.
-    :param execmodel: this side's execution model, its group's (``thread``
-        if not given).
+    :param group: its facade group, if it has one: execnet's ``_group``,
+        whose execution model is this side's.
     """
 
-    def __init__(self, gateway: _gateway.Gateway, execmodel: ExecModel | None = None) -> None:
+    def __init__(self, gateway: _gateway.Gateway, group: GroupLike | None = None) -> None:
         self._gateway = gateway
         with _gateway_facades_lock:
             _gateway_facades[gateway] = self
@@ -62,13 +72,13 @@ class Gateway:
         gateway._router.present_channel = present
         self.id = gateway.id
         self.spec = gateway.spec
-        self._execmodel = execmodel or get_execmodel("thread")
+        self._group = group
         self._cache_rinfo: types.SimpleNamespace | None = None
 
     @property
     def execmodel(self) -> ExecModel:
-        """This side's execution model (its group's)."""
-        return self._execmodel
+        """This side's execution model (the group's)."""
+        return self._group.execmodel if self._group is not None else get_execmodel("thread")
 
     @property
     def remote_execmodel(self) -> ExecModel:

@@ -61,7 +61,7 @@ class Group:
             restart=restart, forward_logs=forward_logs, forward_imports=forward_imports
         )
         # A restarted member's facade belongs to this group, as the first.
-        self._group.on_restart(lambda gateway, death: Gateway(gateway, self.execmodel))
+        self._group.on_restart(lambda gateway, death: Gateway(gateway, self))
         self._prestarted: dict[str, Gateway] = {}
         self.set_execmodel(execmodel)
         with _live_lock:
@@ -147,7 +147,7 @@ class Group:
             if started is not None and started._gateway.is_alive:
                 return started
         self._sync_options()
-        return Gateway(_run(self._group.makegateway, spec), self.execmodel)
+        return Gateway(_run(self._group.makegateway, spec), self)
 
     def _prestart(self, specs: list[XSpec]) -> None:
         """Start the members of ``specs`` (which have ids) in parallel now,
@@ -166,10 +166,7 @@ class Group:
     def makegateways(self, specs: Iterable[XSpec | str]) -> list[Gateway]:
         """Start members for all ``specs`` in parallel; all or nothing."""
         self._sync_options()
-        return [
-            Gateway(gateway, self.execmodel)
-            for gateway in _run(self._group.makegateways, list(specs))
-        ]
+        return [Gateway(gateway, self) for gateway in _run(self._group.makegateways, list(specs))]
 
     def remote_exec(self, source: Any, **kwargs: Any) -> MultiChannel:
         """Start ``source`` on every member; their channels as one."""
