@@ -219,8 +219,8 @@ class _SrunStderr:
             if match:
                 self.job = match.group(1)
                 reason = match.group(2) if match.lastindex and match.lastindex >= 2 else None
-                what = "step" if "step" in line else "job"
-                self.pending = f"{what} of job {self.job} waiting for resources" + (
+                what = "a step of job" if "step" in line else "job"
+                self.pending = f"{what} {self.job} waiting for resources" + (
                     f" ({reason})" if reason else ""
                 )
                 if self.since is None:
