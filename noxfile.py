@@ -181,6 +181,14 @@ def bench_executor(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def bench_numpy(session: nox.Session) -> None:
+    """1 MB numpy arrays in and out of a pool beside a raw pipe pour and
+    ProcessPoolExecutor."""
+    session.install("-e", ".[bench,numpy]")
+    session.run("python", "benchmarks/bench_numpy.py", *session.posargs)
+
+
+@nox.session(python="3.11")
 def bench_slurm(session: nox.Session) -> None:
     """Gateway start through srun (slurm=) beside popen, and 8 gateways in one
     salloc allocation, on a throw-away single-node Slurm (needs root, slurm-wlm, munge)."""
