@@ -26,7 +26,11 @@ import weakref
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from .. import Channel, ChannelError, Gateway, GatewayError
+# From the core's modules, not the package root: the root imports this
+# layer (to register its services), so importing the root back is a circle.
+from .._channel import Channel
+from .._errors import ChannelError, GatewayError
+from .._gateway import Gateway
 from ..remote import importer as _remote
 
 __all__ = [

@@ -38,7 +38,10 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from .. import Channel, ChannelClosed, ChannelError, Gateway, GatewayError, GatewayLost
+# From the core's modules, not the package root (which imports this layer).
+from .._channel import Channel
+from .._errors import ChannelClosed, ChannelError, GatewayError, GatewayLost
+from .._gateway import Gateway
 from ..remote import logforward as _remote
 
 __all__ = [
