@@ -18,6 +18,7 @@ import pytest
 
 import asyncgw
 from asyncgw.pool.chunking import MAX_ITEMS, ChunkSizer
+from asyncgw.remote.pool import PACK_MIN, pack, unpack
 
 from .conftest import PYTHON39, ssh_address
 from .sshserver import Keys, ssh_server
@@ -100,6 +101,14 @@ def not_a_wire_value(x):
     return object()
 
 
+def same(x):
+    return x
+
+
+def typed(x):
+    return type(x).__name__, x
+
+
 def pid_after(x, delay):
     import os
     import time
@@ -170,6 +179,65 @@ async def test_values_the_wire_cannot_carry_fail_their_own_task() -> None:
             for item in results
         )
         assert await pool.submit(square, 5) == 25
+
+
+#: Runs that must come back as they went, types included, and whether
+#: they travel packed (plain 64-bit ints, floats) or as wire values.
+RUNS = [
+    ([0, 1, -1, 2**63 - 1, -(2**63), 7], True),
+    ([2**63, 1, 2, 3, 4], False),  # beyond 64 bits
+    ([1.5, -0.0, float("inf"), float("-inf"), 1e-310, 2.0], True),
+    ([True, False, True, True, False], False),  # bools stay bools
+    ([1, 2.0, 3, 4.0, 5], False),  # a mix stays a mix
+    ([1, 2, None, 4, 5], False),
+    ([3, 1, 2][: PACK_MIN - 1], False),  # too short to gain
+]
+
+
+@pytest.mark.parametrize(("run", "packs"), RUNS)
+def test_packed_runs_give_back_the_same_values(run: list[object], packs: bool) -> None:
+    packed = pack(run)
+    assert isinstance(packed, tuple) == packs
+    back = unpack(packed)
+    assert back == run and [type(x) for x in back] == [type(x) for x in run]
+    nan = unpack(pack([float("nan")] * PACK_MIN))
+    assert len(nan) == PACK_MIN and all(x != x for x in nan)
+
+
+@pytest.mark.parametrize(
+    "bad", [("q", b"1234567"), ("x", b"12345678"), ("q", "12345678"), ("q",), "q", (1, 2)]
+)
+def test_a_run_that_is_not_packed_by_pack_is_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        unpack(bad)
+
+
+async def test_values_keep_their_types_on_the_way_there_and_back() -> None:
+    async with asyncgw.Pool(2) as pool:
+        for run, _ in RUNS:
+            assert await pool.map(same, run, chunksize=len(run)) == run
+            results = await pool.map(typed, run, chunksize=len(run))
+            assert results == [(type(x).__name__, x) for x in run]
+        nan = await pool.map(same, [float("nan")] * 8)
+        assert all(x != x for x in nan)
+
+
+async def test_a_cancelled_map_skips_the_items_of_a_chunk_not_started(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    markers = [tmp_path / f"ran-{i}" for i in range(6)]
+    async with asyncgw.Pool(1) as pool:
+        waiter = asyncio.ensure_future(
+            pool.starmap(wait_for_file, [(str(release), str(m)) for m in markers], chunksize=6)
+        )
+        await wait_until(lambda: bool(pool._scheduler.links[0].inflight))
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.write_text("go")
+        assert await pool.submit(square, 4) == 16  # after the chunk's answer
+    # All six went in one chunk; the first had started, the five others
+    # were skipped there.
+    assert [m.exists() for m in markers] == [True] + [False] * 5
 
 
 async def test_functions_that_cannot_travel_are_refused_here() -> None:

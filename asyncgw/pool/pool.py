@@ -308,7 +308,7 @@ class Pool:
                 self._scheduler.cancel(job)
             if job.bar is not None:
                 job.bar.close()
-        if not return_exceptions:
+        if not return_exceptions and FAILED in job.states:
             failures = [job.values[i] for i, state in enumerate(job.states) if state == FAILED]
             # The first task's own error, not the cancellations it caused.
             failures.sort(key=lambda error: isinstance(error, asyncio.CancelledError))

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any
 from .._errors import GatewayLost, RemoteError, TimeoutError
 from .._tasks import run_all
 from .._wire import DumpError, dumps
+from ..remote.pool import pack, unpack
 from .chunking import ChunkSizer
-from .jobs import PENDING, Job
+from .jobs import MODE_ONE, PENDING, Job
 from .link import Chunk, Link
 
 if TYPE_CHECKING:
@@ -252,7 +253,8 @@ class Scheduler:
             else:
                 items += [job.items[index] for index in indices]
         try:
-            return link.encode((_CHUNK, chunk.number, chunk.function, mode, items))
+            run = pack(items) if mode == MODE_ONE else items  # plain ints or floats: packed
+            return link.encode((_CHUNK, chunk.number, chunk.function, mode, run))
         except DumpError:
             pass
         kept: list[tuple[Job, Sequence[int]]] = []
@@ -288,6 +290,7 @@ class Scheduler:
         chunk = link.inflight.get(number)
         if chunk is None:
             return
+        values = unpack(values)  # (a ValueError ends the link: not our far side's answer)
         if offset == 0 and len(values) == chunk.size:
             del link.inflight[number]
             if chunk.timer is not None:

@@ -20,6 +20,14 @@ or maps a position to ``(FAILED, traceback text)`` or ``(SKIPPED, None)``;
 ``elapsed`` is the seconds the chunk ran (the caller sizes chunks by it).
 A result the wire cannot carry fails its own item, not the chunk.
 
+Packed runs: a chunk's ``args`` or an answer's ``values`` that are all
+plain ints of 64 bits, or all floats, travel as ``(code, raw)``: the
+array module's type code (``"q"``, ``"d"``) and the values' 8-byte
+little-endian machine form (:func:`pack`, :func:`unpack`, used by both
+sides). The wire's codec spends a few hundred nanoseconds of Python per
+value, the array module a few; the values come back the same (an int
+subclass, a bool or a mix is never packed).
+
 Invariants: messages are read by the channel's callback (the worker's
 reader thread), so a cancel overtakes the chunks queued before it; the
 functions run one at a time in the thread ``remote_exec`` gave us, in the
@@ -28,15 +36,66 @@ order the chunks came; the loop ends when the caller closes the channel.
 
 from __future__ import annotations
 
+import array
 import collections
+import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable
-from typing import Any
+
+# traceback (with linecache, tokenize, textwrap) is imported when a task
+# fails, and typing never: a few milliseconds of every gateway's first
+# task otherwise.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 DEFINE, CHUNK, CANCEL = 0, 1, 2
 FAILED, SKIPPED = 1, 2
+
+#: Runs shorter than this travel as wire values (packing them saves nothing).
+PACK_MIN = 4
+#: Type codes of packed runs, by the type of their values (8-byte items only).
+_CODES: dict[type, str] = {
+    kind: code for kind, code in ((int, "q"), (float, "d")) if array.array(code).itemsize == 8
+}
+_SWAP = sys.byteorder != "little"
+
+
+def pack(values: list[Any]) -> list[Any] | tuple[str, bytes]:
+    """``values`` as a packed run, if they are all plain ints of 64 bits or
+    all floats (and there are :data:`PACK_MIN` at least); else as they are."""
+    if len(values) < PACK_MIN:
+        return values
+    kinds = set(map(type, values))
+    code = _CODES.get(kinds.pop()) if len(kinds) == 1 else None
+    if code is None:
+        return values
+    try:
+        packed = array.array(code, values)
+    except OverflowError:  # an int beyond 64 bits
+        return values
+    if _SWAP:
+        packed.byteswap()
+    return code, packed.tobytes()
+
+
+def unpack(values: Any) -> list[Any]:
+    """The values of a packed run (a list passes as it is).
+
+    :raises ValueError: for a run that is not one :func:`pack` makes.
+    """
+    if type(values) is list:
+        return values
+    if type(values) is not tuple or len(values) != 2:
+        raise ValueError("not a run of values: %r" % (type(values),))
+    code, raw = values
+    if code not in _CODES.values() or type(raw) is not bytes or len(raw) % 8:
+        raise ValueError("not a packed run of values")
+    packed = array.array(code)
+    packed.frombytes(raw)
+    if _SWAP:
+        packed.byteswap()
+    return packed.tolist()
 
 
 class _State:
@@ -47,7 +106,9 @@ class _State:
         self.chunks: collections.deque[Any] = collections.deque()
         self.cancelled: dict[int, set[int] | None] = {}  # chunk id -> positions (None: all)
         self.ended = False
-        self.current: tuple[int, int] | None = None  # (chunk id, position) running now
+        # The item running now: its chunk's id, and its position (None: none runs).
+        self.chunk = -1
+        self.position: int | None = None
 
     def on_message(self, message: Any) -> None:
         kind = message[0] if isinstance(message, (tuple, list)) else None
@@ -76,8 +137,8 @@ class _State:
             return positions is None or position in positions
 
     def running_cancelled(self) -> bool:
-        current = self.current
-        return current is not None and self.is_cancelled(*current)
+        position = self.position
+        return position is not None and self.is_cancelled(self.chunk, position)
 
     def next_message(self) -> Any:
         with self.cond:
@@ -112,16 +173,21 @@ def _run_chunk(state: _State, channel: Any, functions: dict[int, Any], message: 
     values: list[Any] = []
     failures: dict[int, tuple[int, str | None]] | None = None
     started = time.perf_counter()
+    items = unpack(items)  # (a ValueError ends the loop: not a message of our caller)
+    if isinstance(function, str):  # its definition failed: reported with each item
+        function = _failing("the function could not be defined:\n" + function)
+    # Read without the lock: a cancel only ever adds to it (and ours are
+    # dropped after the chunk), so while it is empty no item is cancelled.
+    cancelled = state.cancelled
+    state.chunk = chunk_id
     for position, item in enumerate(items):
         value = None
-        if state.is_cancelled(chunk_id, position):
+        if cancelled and state.is_cancelled(chunk_id, position):
             failures = failures or {}
             failures[position] = (SKIPPED, None)
         else:
-            state.current = (chunk_id, position)
+            state.position = position
             try:
-                if isinstance(function, str):  # its definition failed
-                    raise RuntimeError("the function could not be defined:\n" + function)
                 if mode == 0:
                     value = function(item)
                 elif mode == 1:
@@ -132,14 +198,24 @@ def _run_chunk(state: _State, channel: Any, functions: dict[int, Any], message: 
                 failures = failures or {}
                 failures[position] = (FAILED, _format(exc))
             finally:  # (KeyboardInterrupt: the worker is exiting; the caller sees it lost)
-                state.current = None
+                state.position = None
         values.append(value)
     _send(channel, chunk_id, 0, values, failures, started)
-    with state.cond:
-        state.cancelled.pop(chunk_id, None)
+    if cancelled:
+        with state.cond:
+            cancelled.pop(chunk_id, None)
+
+
+def _failing(reason: str) -> Callable[..., Any]:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(reason)
+
+    return fail
 
 
 def _format(exc: BaseException) -> str:
+    import traceback
+
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
@@ -153,7 +229,7 @@ def _send(
 ) -> None:
     elapsed = time.perf_counter() - started
     try:
-        channel.send((chunk_id, offset, values, failures, elapsed))
+        channel.send((chunk_id, offset, values if failures else pack(values), failures, elapsed))
         return
     except (OSError, EOFError):
         raise
