@@ -56,6 +56,12 @@ def fails(x):
     raise ValueError(f"no {x}")
 
 
+def fails_on_five(x):
+    if x == 5:
+        raise ValueError("no five")
+    return x
+
+
 def sleep_then(x, seconds):
     import time
 
@@ -124,6 +130,15 @@ def test_map_raises_where_the_failed_result_is(make: Factory) -> None:
     with make() as executor:
         results = executor.map(fails, [1, 2])
         with pytest.raises(Exception, match="no 1") as info:
+            next(results)
+        assert raised(info.value, "ValueError")
+
+
+def test_map_gives_every_result_before_a_failed_one(make: Factory) -> None:
+    with make() as executor:
+        results = executor.map(fails_on_five, range(12))
+        assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+        with pytest.raises(Exception, match="no five") as info:
             next(results)
         assert raised(info.value, "ValueError")
 
@@ -299,6 +314,16 @@ def test_map_is_chunked_automatically() -> None:
         sizer = executor._pool._scheduler.sizer
         function = next(iter(sizer._per_item))
         assert sizer.size(function, waiting=100_000, gateways=2) > 100
+
+
+def test_map_fails_a_chunk_only_where_its_task_raised() -> None:
+    # (The stdlib's chunks fail whole: the 4, 6 and 7 in 5's chunk of 4 too.)
+    with Executor(2) as executor:
+        for chunksize in (4, 12, None):
+            results = executor.map(fails_on_five, range(12), chunksize=chunksize)
+            assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+            with pytest.raises(asyncgw.RemoteError, match="no five"):
+                next(results)
 
 
 def test_functions_that_cannot_travel_fail_at_submit() -> None:

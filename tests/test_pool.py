@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import asyncgw
-from asyncgw.pool.chunking import MAX_ITEMS, ChunkSizer
+from asyncgw.pool.chunking import MAX_ITEMS, MIN_SECONDS, TARGET_SECONDS, ChunkSizer
 from asyncgw.remote.pool import PACK_MIN, pack, unpack
 
 from .conftest import PYTHON39, ssh_address
@@ -270,7 +270,16 @@ def test_automatic_chunk_sizes() -> None:
     assert sizer.size(1, waiting=10_000, gateways=2) == 1  # not measured: one at a time
     sizer.measured(1, items=1, seconds=1e-7)
     assert sizer.size(1, waiting=1_000_000, gateways=2) == MAX_ITEMS
-    assert sizer.size(1, waiting=80, gateways=2) == 10  # the tail still spreads
+    # Tiny tasks: the last items are not split into chunks too small to pay
+    # for their messages (at least MIN_SECONDS of work, or all that waits).
+    sizer.measured(4, items=100, seconds=1e-4)  # 1 us a task
+    assert sizer.size(4, waiting=10_000, gateways=2) == 1250  # a share
+    assert sizer.size(4, waiting=1000, gateways=2) == int(MIN_SECONDS / 1e-6) == 500
+    assert sizer.size(4, waiting=80, gateways=2) >= 80
+    sizer.measured(3, items=10, seconds=1e-3)  # 100 us a task
+    assert sizer.size(3, waiting=10_000, gateways=2) == int(TARGET_SECONDS / 1e-4) == 200
+    assert sizer.size(3, waiting=80, gateways=2) == 10  # the tail still spreads
+    assert sizer.size(3, waiting=8, gateways=2) == int(MIN_SECONDS / 1e-4) == 5
     sizer.measured(2, items=4, seconds=4.0)
     assert sizer.size(2, waiting=1000, gateways=2) == 1  # slow tasks one by one
 

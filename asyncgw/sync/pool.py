@@ -215,19 +215,29 @@ class Executor(concurrent.futures.Executor):
     def _results(
         self, job: ThreadMapJob, end: float | None, timeout: float | None
     ) -> Iterator[Any]:
+        states, values, count = job.states, job.values, len(job.items)
         try:
-            for index in range(len(job.items)):
-                if job.states[index] == PENDING:
+            index = 0
+            while index < count:
+                if states[index] == PENDING:
                     with job.cond:
-                        while job.states[index] == PENDING:
+                        while states[index] == PENDING:
                             left = None if end is None else end - time.monotonic()
                             if left is not None and left <= 0:
                                 raise TimeoutError(f"map: results not all there within {timeout}s")
                             job.cond.wait(left)
-                value, job.values[index] = job.values[index], None
-                if job.states[index] == FAILED:
+                if states[index] == FAILED:
+                    value, values[index] = values[index], None
                     raise value
-                yield value
+                # The run of results there from here on, handed over at once
+                # (each value was stored before its state: see jobs.Job.settle).
+                stop = states.find(PENDING, index)
+                failed = states.find(FAILED, index, count if stop < 0 else stop)
+                stop = failed if failed >= 0 else count if stop < 0 else stop
+                run = values[index:stop]
+                values[index:stop] = [None] * (stop - index)  # held by the caller only
+                index = stop
+                yield from run
         finally:
             if job.unsettled:
                 scheduler = self._pool._scheduler
