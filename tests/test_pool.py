@@ -117,6 +117,15 @@ def pid_after(x, delay):
     return x, os.getpid()
 
 
+def pid_maybe_after(x, delay):
+    import os
+    import time
+
+    if delay:  # (even sleep(0) takes tens of microseconds)
+        time.sleep(delay)
+    return x, os.getpid()
+
+
 async def wait_until(condition, timeout: float = WAIT) -> None:
     async with asyncio.timeout(timeout):
         while not condition():  # noqa: ASYNC110 - a state of the pool, polled
@@ -271,17 +280,31 @@ def test_automatic_chunk_sizes() -> None:
     sizer.measured(1, items=1, seconds=1e-7)
     assert sizer.size(1, waiting=1_000_000, gateways=2) == MAX_ITEMS
     # Tiny tasks: the last items are not split into chunks too small to pay
-    # for their messages (at least MIN_SECONDS of work, or all that waits).
+    # for their messages (at least MIN_SECONDS of work, or all that waits)...
     sizer.measured(4, items=100, seconds=1e-4)  # 1 us a task
     assert sizer.size(4, waiting=10_000, gateways=2) == 1250  # a share
     assert sizer.size(4, waiting=1000, gateways=2) == int(MIN_SECONDS / 1e-6) == 500
     assert sizer.size(4, waiting=80, gateways=2) >= 80
+    # ...once the call's own chunks were measured: before, the figure may be
+    # of other work (64 long tasks after a warm-up on tiny ones).
+    assert sizer.size(4, waiting=64, gateways=2, measured=False) == 8
+    # A measurement far off the average replaces it.
+    sizer.measured(4, items=8, seconds=8 * 0.005)
+    assert sizer.size(4, waiting=56, gateways=2) == 4
     sizer.measured(3, items=10, seconds=1e-3)  # 100 us a task
     assert sizer.size(3, waiting=10_000, gateways=2) == int(TARGET_SECONDS / 1e-4) == 200
     assert sizer.size(3, waiting=80, gateways=2) == 10  # the tail still spreads
     assert sizer.size(3, waiting=8, gateways=2) == int(MIN_SECONDS / 1e-4) == 5
     sizer.measured(2, items=4, seconds=4.0)
     assert sizer.size(2, waiting=1000, gateways=2) == 1  # slow tasks one by one
+
+
+async def test_long_tasks_spread_even_after_the_function_ran_tiny_ones() -> None:
+    async with asyncgw.Pool(2) as pool:
+        await pool.starmap(pid_maybe_after, [(x, 0) for x in range(2000)])  # ~1 us each
+        results = await pool.starmap(pid_maybe_after, [(x, 0.05) for x in range(8)])
+        assert [x for x, _ in results] == list(range(8))
+        assert {pid for _, pid in results} == {gw.remote_pid for gw in pool.gateways}
 
 
 @pytest.mark.parametrize("window", [1, 2])

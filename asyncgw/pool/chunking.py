@@ -12,12 +12,17 @@ size is chosen per function from what its chunks cost on the far side:
 - never more than :data:`MAX_ITEMS`, and never more than a share of what
   is waiting (:data:`SHARES` chunks per gateway), so the last items still
   spread over every gateway;
-- but never less than :data:`MIN_SECONDS` of remote work (or what waits):
-  a chunk costs tens of microseconds of messages and wake-ups on each
-  side, so splitting the last items of tiny tasks ever finer costs more
-  than the idle gateways it spares (10 000 tasks of ``x + 1`` on 2
-  gateways went in 58 chunks, the last 40 of them under 200 items, and
-  took twice as long as in chunks of 1000).
+- but, once chunks of the same call have been measured, never less than
+  :data:`MIN_SECONDS` of remote work (or what waits): a chunk costs tens
+  of microseconds of messages and wake-ups on each side, so splitting the
+  last items of tiny tasks ever finer costs more than the idle gateways
+  it spares (10 000 tasks of ``x + 1`` on 2 gateways went in 58 chunks,
+  the last 40 of them under 200 items, and took twice as long as in
+  chunks of 1000). Not before: the figure may come from an earlier call
+  of the function on much smaller work, and 64 long tasks would then all
+  go in one chunk to one gateway;
+- a measurement more than :data:`_JUMP` times off the running average
+  replaces it: the work has changed, and chunks follow at once.
 
 Pure arithmetic: no I/O, no event loop.
 """
@@ -39,6 +44,8 @@ MAX_ITEMS = 4096
 SHARES = 4
 #: Weight of the newest measurement in the running average.
 _WEIGHT = 0.3
+#: A measurement this many times above or below the average replaces it.
+_JUMP = 4.0
 
 
 class ChunkSizer:
@@ -53,17 +60,23 @@ class ChunkSizer:
             return
         sample = max(seconds, 0.0) / items
         known = self._per_item.get(function)
-        self._per_item[function] = sample if known is None else known + _WEIGHT * (sample - known)
+        if known is None or not known / _JUMP <= sample <= known * _JUMP:
+            self._per_item[function] = sample
+        else:
+            self._per_item[function] = known + _WEIGHT * (sample - known)
 
-    def size(self, function: int, waiting: int, gateways: int) -> int:
+    def size(self, function: int, waiting: int, gateways: int, measured: bool = True) -> int:
         """Items for the next chunk of ``function``, with ``waiting`` items
-        queued in all and ``gateways`` gateways to share them."""
+        queued in all and ``gateways`` gateways to share them; ``measured``:
+        chunks of this call have been measured already (so
+        :data:`MIN_SECONDS` applies)."""
         per_item = self._per_item.get(function)
         if per_item is None:
             return 1
         if per_item <= 0:
             return MAX_ITEMS
         wanted = int(TARGET_SECONDS / per_item)
-        least = round(MIN_SECONDS / per_item)
         share = -(-waiting // (SHARES * max(gateways, 1)))
-        return max(1, min(wanted, MAX_ITEMS, max(share, least)))
+        if measured:
+            share = max(share, round(MIN_SECONDS / per_item))
+        return max(1, min(wanted, MAX_ITEMS, share))

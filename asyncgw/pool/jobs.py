@@ -68,6 +68,9 @@ class Job:
         self.cancelled = False
         #: index -> times it was sent again after its gateway was lost
         self.resent: dict[int, int] = {}
+        #: Whether a chunk of its items has come back (chunk sizes then
+        #: rely on what they cost: see :mod:`.chunking`).
+        self.measured = False
         #: Called once when every item is settled (the pool forgets the job).
         self.on_finished: Callable[[Job], None] | None = None
         #: ``progress=True``: told how many items are settled, per chunk.

@@ -193,7 +193,9 @@ class Scheduler:
             elif job.chunksize is not None:
                 size = job.chunksize
             else:
-                size = self.sizer.size(job.function.number, self.waiting, len(self.links))
+                size = self.sizer.size(
+                    job.function.number, self.waiting, len(self.links), job.measured
+                )
             first = job
             segments: list[tuple[Job, Sequence[int]]] = []
             taken = 0
@@ -296,6 +298,8 @@ class Scheduler:
             if chunk.timer is not None:
                 chunk.timer.cancel()
             self.sizer.measured(chunk.function, chunk.size, elapsed)
+            for job, _ in chunk.segments:
+                job.measured = True
             if not failures:  # the common case: a run of results per segment
                 start = 0
                 for job, indices in chunk.segments:
