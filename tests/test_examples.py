@@ -32,7 +32,7 @@ UPDATE = os.environ.get("ASYNCGW_UPDATE_EXAMPLES") == "1"
 #: Each example script and the arguments it runs with, here and in the docs.
 ARGS: dict[str, tuple[str, ...]] = {
     "quickstart.py": (),
-    "fanout.py": ("3", "30000"),
+    "fanout.py": ("2",),  # the issue's target: 2 workers, start and stop included
     "fleet.py": (),
     "pipeline.py": ("20",),
     "supervision.py": (),
@@ -123,9 +123,21 @@ def test_quickstart() -> None:
 
 def test_fanout() -> None:
     out = run("fanout.py")
-    assert "3 gateways up" in out
+    assert "2 gateways up" in out
     assert "asyncgw.sync.Executor" in out and "ProcessPoolExecutor" in out
     assert "results match local computation: True" in out
+
+
+def test_the_fanout_shown_in_the_docs_beats_one_process_by_1_6x() -> None:
+    # Issue 20's main job, as the docs show it: the stored output is a real
+    # run (checked above, but for its figures); rerun it on a quiet machine
+    # with ASYNCGW_UPDATE_EXAMPLES=1 if this fails.
+    shown = (OUTPUTS / "fanout.out").read_text()
+    assert shown.startswith("$ python examples/fanout.py 2\n")
+    ours = re.search(r"asyncgw\.sync\.Executor\s+\S+s\s+(\d+\.\d+)x", shown)
+    stdlib = re.search(r"ProcessPoolExecutor\s+\S+s\s+(\d+\.\d+)x", shown)
+    assert ours and stdlib, shown
+    assert float(ours.group(1)) >= 1.6, shown
 
 
 def test_fleet() -> None:
