@@ -149,7 +149,28 @@ def figure(value: float) -> str:
 
 
 def format_ratio(value: float) -> str:
+    """``0.53×``; below 0.1, two significant figures (``0.00067×``, not ``0.00×``)."""
+    if abs(value) < 0.1:
+        return f"{value:.2g}×"
     return f"{value:.2f}×"
+
+
+def spread(values: list[float]) -> str:
+    """A cell: the median, and the lowest–highest sample where there are several."""
+    middle = figure(statistics.median(values))
+    low, high = figure(min(values)), figure(max(values))
+    if len(values) == 1 or low == high:
+        return middle
+    return f"{middle} ({low}–{high})"
+
+
+def unit_cell(row: dict[str, Any]) -> str:
+    """The unit with an arrow: ↓ lower is better, ↑ higher is better (:data:`LEGEND`)."""
+    return f"{unit(row)} {'↑' if row['higher_is_better'] else '↓'}"
+
+
+#: Printed under every table with a unit column.
+LEGEND = "↓: lower is better; ↑: higher is better."
 
 
 def format_result(document: dict[str, Any], spec: str) -> str:
@@ -175,27 +196,31 @@ def split(spec: str, count: int) -> list[str]:
 
 
 def provenance(document: dict[str, Any]) -> str:
-    """Where a table or chart comes from, in one sentence."""
+    """Where a table or chart comes from, in one sentence (or two)."""
     machine, versions = document["machine"], document["versions"]
     counts = sorted({len(s) for row in document["results"] for s in row["samples"].values()})
     samples = "–".join(str(n) for n in (counts[0], counts[-1])) if counts else "0"
     if len(counts) == 1:
         samples = str(counts[0])
+    plural = "" if samples == "1" else "s"
     run = "a quick run" if document.get("quick") else "a full run"
     if document.get("reduced"):
-        run = f"a reduced run ({document['reduced']})"
+        run = "a reduced run"
     sha, _, dirty = (versions.get("asyncgw_commit") or "?").partition("+")
     # "+dirty": the package's files differed from the commit (a shared working tree)
     commit = sha[:12] + (" with uncommitted changes" if dirty else "")
     load_start = machine["load_start"][0]
     load_end = machine["load_end"][0]
-    return (
+    text = (
         f"From docs/_results/{document['bench']}.json: {run} on {document['date'][:10]}, "
         f"asyncgw at {commit}, Python {versions['python']}, {machine['cpus']} × "
         f"{machine['model']}; load average {load_start:.2f} at the start, {load_end:.2f} at "
-        f"the end (a shared machine). Medians of {samples} samples per cell; the range is "
-        f"the lowest and highest sample."
+        f"the end (a shared machine). Medians of {samples} sample{plural} per cell"
     )
+    text += "." if samples == "1" else "; the range is the lowest and highest sample."
+    if document.get("reduced"):
+        text += f" Reduced: {document['reduced']}."
+    return text
 
 
 # ---------------------------------------------------------------- nodes
@@ -257,10 +282,21 @@ class ResultsDirective(SphinxDirective):
     def build(self) -> list[nodes.Node]:
         raise NotImplementedError
 
-    def footer(self, document: dict[str, Any]) -> list[nodes.Node]:
-        found: list[nodes.Node] = [paragraph(provenance(document), ("results-source",))]
+    def footer(self, document: dict[str, Any], legend: bool = False) -> list[nodes.Node]:
+        """The source (in full the first time a page shows this file, then
+        shortly) and the file's notes, every time: a setup that differs
+        between contenders is said next to each figure."""
+        shown = self.env.temp_data.setdefault("results_shown", set())
+        source = provenance(document)
+        if document["bench"] in shown:
+            source = f"From docs/_results/{document['bench']}.json, the run described above."
+        shown.add(document["bench"])
+        if legend:
+            source = f"{LEGEND} {source}"
+        found: list[nodes.Node] = [paragraph(source, ("results-source",))]
         notes = document.get("notes", [])
-        found.extend(paragraph(f"Setups differ: {n}", ("results-note",)) for n in notes)
+        if notes:
+            found.append(paragraph("Setups differ: " + " ".join(notes), ("results-note",)))
         return found
 
     def rows(self, document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -295,46 +331,32 @@ class ResultsTable(ResultsDirective):
         rows = self.rows(document)
         contenders = self.contenders(rows)
         if "transpose" in self.options:
-            return [self.transposed(rows, contenders), *self.footer(document)]
+            return [self.transposed(rows, contenders), *self.footer(document, legend=True)]
         ratios = self.options.get("ratios", [])
         header = ["", "unit", *contenders, *(pair.replace("/", " ÷ ") for pair in ratios)]
         body = []
         for row in rows:
-            cells = [
-                row["workload"],
-                f"{unit(row)} ({'higher' if row['higher_is_better'] else 'lower'} is better)",
-            ]
+            cells = [row["workload"], unit_cell(row)]
             for name in contenders:
                 values = row["samples"].get(name)
-                if values:
-                    cells.append(
-                        f"{figure(statistics.median(values))} "
-                        f"({figure(min(values))}–{figure(max(values))})"
-                    )
-                else:
-                    cells.append("–")
+                cells.append(spread(values) if values else "–")
             for pair in ratios:
                 try:
                     cells.append(format_ratio(ratio(row, pair)))
                 except ResultsError:
                     cells.append("–")
             body.append(cells)
-        return [table(header, body), *self.footer(document)]
+        return [table(header, body), *self.footer(document, legend=True)]
 
     def transposed(self, rows: list[dict[str, Any]], contenders: list[str]) -> nodes.table:
         """A line per contender, a column per row (for rows with many contenders)."""
-        header = ["", *(f"{row['workload']}, {unit(row)}" for row in rows)]
+        header = ["", *(f"{row['workload']}, {unit_cell(row)}" for row in rows)]
         body = []
         for name in contenders:
             cells = [name]
             for row in rows:
                 values = row["samples"].get(name)
-                cells.append(
-                    f"{figure(statistics.median(values))} "
-                    f"({figure(min(values))}–{figure(max(values))})"
-                    if values
-                    else "–"
-                )
+                cells.append(spread(values) if values else "–")
             body.append(cells)
         return table(header, body)
 
@@ -384,14 +406,43 @@ def pyplot() -> Any:
     return plt
 
 
-def save(fig: Any, path: Path) -> None:
+#: Charts are drawn this wide (inches at 110 dpi: about 570 CSS px) with
+#: 11-point text, and shown at that width or the column's, whichever is less:
+#: on a 390 px phone the text is still about 10 px high. PNGs are saved at
+#: twice that resolution, for sharp text on high-density screens.
+WIDTH = 5.2
+DPI = 110
+FONT = 11
+
+
+def pyplot_styled() -> Any:
+    plt = pyplot()
+    plt.rcParams.update(
+        {
+            "font.size": FONT,
+            "axes.titlesize": FONT,
+            "axes.labelsize": FONT - 1,
+            "xtick.labelsize": FONT - 1,
+            "ytick.labelsize": FONT - 1,
+            "legend.fontsize": FONT - 1,
+        }
+    )
+    return plt
+
+
+def save(fig: Any, path: Path) -> str:
+    """Write the PNG; returns its CSS width."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    width = round(fig.get_figwidth() * DPI)
+    fig.savefig(path, dpi=2 * DPI, metadata={"Software": None})
     pyplot().close(fig)
+    return f"{width}px"
 
 
-def image(uri: str, alt: str) -> nodes.image:
-    node = nodes.image(uri=uri, alt=alt)
+def image(uri: str, alt: str, width: str) -> nodes.image:
+    """The chart at its CSS width (``max-width: 100%`` in custom.css on narrower
+    columns), as a link to the full-size PNG."""
+    node = nodes.image(uri=uri, alt=alt, width=width, classes=["results-chart"])
     return node
 
 
@@ -413,11 +464,11 @@ class ResultsChart(ResultsDirective):
         kind = self.options.get("kind", "bars")
         key = json.dumps([document["date"], self.arguments, sorted(self.options.items())])
         path, uri = chart_path(self.env.srcdir, key)
-        plt = pyplot()
+        plt = pyplot_styled()
         fig = self.lines(plt, document) if kind == "lines" else self.bars(plt, document, kind)
-        save(fig, path)
+        width = save(fig, path)
         alt = self.options.get("alt", f"chart of {document['bench']}.json")
-        return [image(uri, alt), *self.footer(document)]
+        return [image(uri, alt, width), *self.footer(document)]
 
     def bars(self, plt: Any, document: dict[str, Any], kind: str) -> Any:
         rows = self.rows(document)
@@ -425,7 +476,14 @@ class ResultsChart(ResultsDirective):
         peer = self.options.get("peer")
         if kind == "ratio" and not peer:
             raise ResultsError("kind ratio needs :peer:")
-        fig, axes = plt.subplots(len(rows), 1, figsize=(7, 0.5 + 1.6 * len(rows)), squeeze=False)
+        heights = [1.0 + 0.38 * len([n for n in contenders if r["samples"].get(n)]) for r in rows]
+        fig, axes = plt.subplots(
+            len(rows),
+            1,
+            figsize=(WIDTH, 0.3 + sum(heights)),
+            squeeze=False,
+            gridspec_kw={"height_ratios": heights},
+        )
         for ax, row in zip(axes[:, 0], rows, strict=True):
             names = [n for n in contenders if row["samples"].get(n)]
             if kind == "ratio":
@@ -435,13 +493,13 @@ class ResultsChart(ResultsDirective):
                 high = [max(row["samples"][n]) / base for n in names]
                 ax.axvline(1.0, color="grey", linewidth=0.8)
                 better = "higher" if row["higher_is_better"] else "lower"
-                ax.set_xlabel(f"÷ {peer}'s median ({better} is better)")
+                ax.set_xlabel(f"÷ {peer}'s median ({better} is better)", loc="right")
             else:
                 values = [median(row, n) for n in names]
                 low = [min(row["samples"][n]) for n in names]
                 high = [max(row["samples"][n]) for n in names]
                 better = "higher" if row["higher_is_better"] else "lower"
-                ax.set_xlabel(f"{unit(row)} ({better} is better); bars: lowest–highest sample")
+                ax.set_xlabel(f"{unit(row)} ({better} is better)", loc="right")
             errors = [
                 [v - lo for v, lo in zip(values, low, strict=True)],
                 [hi - v for v, hi in zip(values, high, strict=True)],
@@ -449,16 +507,16 @@ class ResultsChart(ResultsDirective):
             colors = ["#2f6fb0" if n.startswith(("asyncgw", "sync")) else "#9a9a9a" for n in names]
             ax.barh(names, values, xerr=errors, color=colors, capsize=3)
             ax.invert_yaxis()
-            ax.set_title(row["workload"], fontsize=9, loc="left")
-            ax.tick_params(labelsize=8)
+            ax.set_title(row["workload"], loc="left", fontweight="bold")
         return fig
 
     def lines(self, plt: Any, document: dict[str, Any]) -> Any:
         series = self.options.get("series")
         if not series:
             raise ResultsError("kind lines needs :series:")
-        fig, axes = plt.subplots(1, len(series), figsize=(4.2 * len(series), 3.4), squeeze=False)
-        for ax, name in zip(axes[0], series, strict=True):
+        # One above the other: side by side, they are unreadable on a phone.
+        fig, axes = plt.subplots(len(series), 1, figsize=(WIDTH, 3.6 * len(series)), squeeze=False)
+        for ax, name in zip(axes[:, 0], series, strict=True):
             # rows named "<N> <series>", e.g. "128 gateways: start+rt+exit"
             points: dict[str, list[tuple[int, float]]] = {}
             found = None
@@ -480,10 +538,13 @@ class ResultsChart(ResultsDirective):
                 ax.plot([x for x, _ in xy], [y for _, y in xy], style, marker="o", label=contender)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_title(name, fontsize=9)
-            ax.set_ylabel(f"{unit(found)} (median, log)", fontsize=8)
-            ax.tick_params(labelsize=8)
-            ax.legend(fontsize=7)
+            sizes = sorted({x for xy in points.values() for x, _ in xy})
+            ax.set_xticks(sizes, [f"{x:,}".replace(",", "\u202f") for x in sizes])
+            ax.minorticks_off()
+            ax.set_title(name, loc="left", fontweight="bold")
+            ax.set_xlabel(f"number of {name.split(':')[0]} (log scale)")
+            ax.set_ylabel(f"{unit(found)}, median (log scale)")
+            ax.legend()
         return fig
 
 
@@ -514,21 +575,30 @@ class HeadlineChart(SphinxDirective):
         except (ResultsError, KeyError) as failure:
             LOG.warning(f"headline-chart: {failure}", location=self.get_location())
             return []
-        plt = pyplot()
+        plt = pyplot_styled()
         path, uri = chart_path(
             self.env.srcdir, json.dumps([items, [d["date"] for d in sources.values()]])
         )
-        fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(labels)))
+        # Each label above its bar, so that the bars have the whole width
+        # (labels beside them leave the bars a sliver on a phone).
+        fig, ax = plt.subplots(figsize=(WIDTH, 0.8 + 0.62 * len(labels)))
         colors = ["#2f6fb0" if v <= 1 else "#c0504d" for v in values]
-        ax.barh(labels, values, color=colors)
+        positions = list(range(len(labels)))
+        ax.barh(positions, values, height=0.42, color=colors)
         ax.axvline(1.0, color="grey", linewidth=0.8)
-        for y, v in enumerate(values):
-            ax.text(v, y, f" {v:.2f}×", va="center", fontsize=8)
-        ax.invert_yaxis()
-        ax.set_xlabel("asyncgw's time ÷ the peer's (median; below 1: asyncgw is faster)")
-        ax.tick_params(labelsize=8)
-        ax.set_xlim(0, max(1.2, max(values) * 1.25))
-        save(fig, path)
+        for y, (label, v) in enumerate(zip(labels, values, strict=True)):
+            ax.text(
+                0, y - 0.27, label, va="bottom", ha="left", zorder=3,
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6},
+            )  # fmt: skip
+            ax.text(v, y, f" {format_ratio(v)}", va="center", fontweight="bold")
+        ax.set_yticks([])
+        ax.set_ylim(len(labels) - 0.5, -0.85)
+        for side in ("left", "right", "top"):
+            ax.spines[side].set_visible(False)
+        ax.set_xlabel("asyncgw's time ÷ the peer's (median)\nbelow 1: asyncgw is faster")
+        ax.set_xlim(0, max(1.2, max(values) * 1.22))
+        width = save(fig, path)
         alt = self.options.get("alt", "asyncgw's time as a fraction of its peers', per workload")
         when = ", ".join(
             f"{bench} {d['date'][:10]} (load {d['machine']['load_start'][0]:.1f}"
@@ -537,10 +607,56 @@ class HeadlineChart(SphinxDirective):
         )
         text = (
             f"Generated from docs/_results/*.json when these docs were built: {when}; "
-            f"2-core shared machine, quick runs where the file says so. "
-            f"Setups differ between rows: see the benchmark pages."
+            f"a 2-core shared machine, quick runs where the file says so."
         )
-        return [image(uri, alt), paragraph(text, ("results-source",))]
+        found: list[nodes.Node] = [image(uri, alt, width), paragraph(text, ("results-source",))]
+        # Where the setups differ, say so here, beside the figure.
+        differ = nodes.bullet_list(classes=["results-note"])
+        for bench, document in sources.items():
+            notes = document.get("notes", [])
+            if notes:
+                rows = "; ".join(label for b, _, _, label in items if b == bench)
+                item = nodes.list_item()
+                item += paragraph(f"{rows} — " + " ".join(notes))
+                differ += item
+        if len(differ):
+            found.append(paragraph("The setups differ between contenders:", ("results-note",)))
+            found.append(differ)
+        return found
+
+
+class ExecnetExpected(SphinxDirective):
+    """The gate's expected failures of execnet's suite, from
+    ``docs/_results/execnet_suite.json`` (written by
+    ``tests/peers/execnet_suite.py`` from ``tests/peers/execnet_expected.toml``):
+    each entry's reason, why, its tests and how many failed in that run."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        self.env.note_dependency(str(RESULTS / "execnet_suite.json"))
+        try:
+            document = load("execnet_suite")
+            entries = document["expected"]
+        except (ResultsError, KeyError) as failure:
+            LOG.warning(f"execnet-expected: {failure}", location=self.get_location())
+            return []
+        body = [
+            [entry["reason"], entry["why"], ", ".join(entry["tests"]), str(entry["failed"])]
+            for entry in entries
+        ]
+        header = ["reason", "why", "execnet's tests", "failed"]
+        counts = document["counts"]
+        text = (
+            f"From docs/_results/execnet_suite.json: execnet {document['execnet_version']}'s "
+            f"suite on {document['date'][:10]}, Python {document['python']}"
+            f"{', with a loopback sshd' if document.get('ssh') else ''}: "
+            f"{counts['passed']} passed, {counts['expected_failures']} expected failures, "
+            f"{counts['unexpected_failures']} unexpected, {counts['xpassed']} XPASS, "
+            f"{counts['skipped']} skipped; the gate {document['gate']}. A test runs once per "
+            f"gateway kind and execmodel, so one name counts several times."
+        )
+        return [table(header, body, ("execnet-expected",)), paragraph(text, ("results-source",))]
 
 
 # ---------------------------------------------------------------- roles
@@ -588,6 +704,7 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("results-targets", ResultsTargets)
     app.add_directive("results-chart", ResultsChart)
     app.add_directive("headline-chart", HeadlineChart)
+    app.add_directive("execnet-expected", ExecnetExpected)
     for name in ("result", "ratio", "target", "field"):
         app.add_role(name, FigureRole())
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
