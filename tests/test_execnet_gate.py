@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .peers.execnet_suite import EXPECTED, REASONS, judge, load_expected
+from .peers.execnet_suite import EXPECTED, REASONS, entry_failures, judge, load_expected
 
 FILES = ["test_gateway.py"]
 ENTRIES: list[dict[str, object]] = [
@@ -88,3 +88,20 @@ def test_the_list_gives_each_entry_a_known_reason(tmp_path: Path) -> None:
     bad.write_text('[[expected]]\nreason = "flaky"\nwhy = "?"\ntests = ["x"]\n')
     with pytest.raises(SystemExit, match="reason"):
         load_expected(bad)
+
+
+def test_each_entry_counts_its_failures_for_the_docs() -> None:
+    found = entry_failures(
+        {
+            "testing/test_gateway.py::test_private[thread-popen]": outcome("failed"),
+            "testing/test_gateway.py::test_private[thread-ssh]": outcome("error"),
+            "testing/test_gateway.py::test_private[thread-proxy]": outcome("skipped"),
+            "testing/test_gateway.py::test_design": outcome("passed"),
+        },
+        ENTRIES,
+    )
+    assert found == [
+        {"reason": "execnet internal", "why": "a private attribute", "tests": ["test_private"],
+         "failed": 2},
+        {"reason": "by design", "why": "on purpose", "tests": ["test_design"], "failed": 0},
+    ]  # fmt: skip
