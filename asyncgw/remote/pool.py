@@ -180,26 +180,27 @@ def _run_chunk(state: _State, channel: Any, functions: dict[int, Any], message: 
     # dropped after the chunk), so while it is empty no item is cancelled.
     cancelled = state.cancelled
     state.chunk = chunk_id
+    append = values.append
     for position, item in enumerate(items):
-        value = None
         if cancelled and state.is_cancelled(chunk_id, position):
             failures = failures or {}
             failures[position] = (SKIPPED, None)
-        else:
-            state.position = position
-            try:
-                if mode == 0:
-                    value = function(item)
-                elif mode == 1:
-                    value = function(*item)
-                else:
-                    value = function(*item[0], **item[1])
-            except Exception as exc:  # it fails its own item, not the chunk
-                failures = failures or {}
-                failures[position] = (FAILED, _format(exc))
-            finally:  # (KeyboardInterrupt: the worker is exiting; the caller sees it lost)
-                state.position = None
-        values.append(value)
+            append(None)
+            continue
+        state.position = position
+        try:
+            if mode == 0:
+                append(function(item))
+            elif mode == 1:
+                append(function(*item))
+            else:
+                append(function(*item[0], **item[1]))
+        except Exception as exc:  # it fails its own item, not the chunk
+            failures = failures or {}
+            failures[position] = (FAILED, _format(exc))
+            append(None)
+    # (Left set on KeyboardInterrupt: the worker is exiting; the caller sees it lost.)
+    state.position = None
     _send(channel, chunk_id, 0, values, failures, started)
     if cancelled:
         with state.cond:
