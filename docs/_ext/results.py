@@ -286,16 +286,23 @@ class ResultsDirective(SphinxDirective):
         """The source (in full the first time a page shows this file, then
         shortly) and the file's notes, every time: a setup that differs
         between contenders is said next to each figure."""
+        bench = document["bench"]
         shown = self.env.temp_data.setdefault("results_shown", set())
+        # The figure just before this one on the page came from the same file:
+        # its source and setups are printed right above.
+        follows = self.env.temp_data.get("results_last") == bench
+        self.env.temp_data["results_last"] = bench
         source = provenance(document)
-        if document["bench"] in shown:
-            source = f"From docs/_results/{document['bench']}.json, the run described above."
-        shown.add(document["bench"])
+        if follows:
+            source = f"From docs/_results/{bench}.json: the run and setups described above."
+        elif bench in shown:
+            source = f"From docs/_results/{bench}.json, the run described above."
+        shown.add(bench)
         if legend:
             source = f"{LEGEND} {source}"
         found: list[nodes.Node] = [paragraph(source, ("results-source",))]
         notes = document.get("notes", [])
-        if notes:
+        if notes and not follows:
             found.append(paragraph("Setups differ: " + " ".join(notes), ("results-note",)))
         return found
 
@@ -375,14 +382,19 @@ class ResultsTargets(ResultsDirective):
             op = "≤" if target["at_most"] else "≥"
             measured = "–" if target["ratio"] is None else format_ratio(target["ratio"])
             verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+            # The verdict first after the name: on a phone the rest scrolls.
             cells = [
                 target["name"],
-                f"{target['mine']} ÷ {target['peer']} {op} {target['limit']:.3g}×",
+                verdict,
                 measured,
-                verdict + (f": {target['note']}" if target.get("note") else ""),
+                f"{target['mine']} ÷ {target['peer']} {op} {target['limit']:.3g}×",
+                target.get("note") or "",
             ]
             body.append(cells)
-        header = ["target", "goal", "measured", "verdict"]
+        header = ["target", "verdict", "measured", "goal", "note"]
+        if not any(cells[-1] for cells in body):
+            header.pop()
+            body = [cells[:-1] for cells in body]
         return [table(header, body, ("results-targets",)), *self.footer(document)]
 
 
