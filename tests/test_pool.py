@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import struct
 import sys
 from pathlib import Path
 
@@ -211,6 +212,12 @@ def test_packed_runs_give_back_the_same_values(run: list[object], packs: bool) -
     assert back == run and [type(x) for x in back] == [type(x) for x in run]
     nan = unpack(pack([float("nan")] * PACK_MIN))
     assert len(nan) == PACK_MIN and all(x != x for x in nan)
+
+
+def test_packed_runs_are_little_endian_8_byte_values_whatever_the_machine() -> None:
+    # The far side may be another machine: the form is fixed, not native.
+    assert pack([1, -2, 3, 2**40]) == ("q", struct.pack("<4q", 1, -2, 3, 2**40))
+    assert pack([0.5, -1.0, 3.25, 1e300]) == ("d", struct.pack("<4d", 0.5, -1.0, 3.25, 1e300))
 
 
 @pytest.mark.parametrize(
