@@ -6,7 +6,10 @@ The async API lives here; the blocking, execnet-compatible one in
 
 from __future__ import annotations
 
-from . import objects  # noqa: F401 - registers the objects layer's services with the core (_hooks)
+from . import (
+    _quiet,  # noqa: F401 - first: before anything imports asyncssh
+    objects,  # noqa: F401 - registers the objects layer's services with the core (_hooks)
+)
 from ._channel import NO_ENDMARKER, Channel, MultiChannel
 from ._errors import (
     AsyncgwError,
