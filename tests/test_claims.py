@@ -141,7 +141,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ): "setting: the chunking goal",
     (
         "docs/howto/parallel-map.rst",
-        "have come back, a chunk carries at least 0.5 ms of work, so the last",
+        "have come back, a chunk carries at least 1 ms of work, so the last",
     ): "setting: the smallest chunk (chunking.MIN_SECONDS)",
     (
         "docs/howto/socket-server.rst",

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 import asyncgw
+import asyncgw.sync
 from asyncgw.pool.chunking import MAX_ITEMS, MIN_SECONDS, TARGET_SECONDS, ChunkSizer
-from asyncgw.remote.pool import PACK_MIN, pack, unpack
+from asyncgw.remote.pool import PACK_MIN, items_of, pack, unpack
 
 from .conftest import PYTHON39, ssh_address
 from .sshserver import Keys, ssh_server
@@ -228,6 +229,34 @@ def test_a_run_that_is_not_packed_by_pack_is_refused(bad: object) -> None:
         unpack(bad)
 
 
+def test_a_range_travels_as_its_bounds_and_only_to_the_far_side() -> None:
+    assert items_of(("r", 5, 100, 7)) == range(5, 100, 7)
+    assert items_of(pack([1, 2, 3, 4])) == [1, 2, 3, 4]
+    for bad in [("r", 0, 10, 0), ("r", 0, 10.0, 1), ("r", "0", 10, 1), ("r", 0, 10)]:
+        with pytest.raises(ValueError):
+            items_of(bad)
+    with pytest.raises(ValueError):  # answers never come as ranges
+        unpack(("r", 0, 10**12, 1))
+
+
+RANGES = [range(0), range(7), range(5, 1000, 7), range(1000, 0, -3), range(2**70, 2**70 + 50)]
+
+
+async def test_maps_over_ranges() -> None:
+    async with asyncgw.Pool(2) as pool:
+        for items in RANGES:
+            expected = [x * x for x in items]
+            for chunksize in (None, 1, 3, 10_000):
+                assert await pool.map(square, items, chunksize=chunksize) == expected
+            assert [x async for x in pool.imap(square, items)] == expected
+            assert sorted([x async for x in pool.imap_unordered(square, items)]) == sorted(expected)
+        # A range beside another iterable travels as values.
+        assert await pool.map(add, range(3), [10, 20, 30]) == [10, 21, 32]
+    with asyncgw.sync.Executor(2) as executor:
+        for items in RANGES:
+            assert list(executor.map(square, items)) == [x * x for x in items]
+
+
 async def test_values_keep_their_types_on_the_way_there_and_back() -> None:
     async with asyncgw.Pool(2) as pool:
         for run, _ in RUNS:
@@ -290,7 +319,7 @@ def test_automatic_chunk_sizes() -> None:
     # for their messages (at least MIN_SECONDS of work, or all that waits)...
     sizer.measured(4, items=100, seconds=1e-4)  # 1 us a task
     assert sizer.size(4, waiting=10_000, gateways=2) == 1250  # a share
-    assert sizer.size(4, waiting=1000, gateways=2) == int(MIN_SECONDS / 1e-6) == 500
+    assert sizer.size(4, waiting=1000, gateways=2) == round(MIN_SECONDS / 1e-6) == 1000
     assert sizer.size(4, waiting=80, gateways=2) >= 80
     # ...once the call's own chunks were measured: before, the figure may be
     # of other work (64 long tasks after a warm-up on tiny ones).
@@ -300,8 +329,8 @@ def test_automatic_chunk_sizes() -> None:
     assert sizer.size(4, waiting=56, gateways=2) == 4
     sizer.measured(3, items=10, seconds=1e-3)  # 100 us a task
     assert sizer.size(3, waiting=10_000, gateways=2) == int(TARGET_SECONDS / 1e-4) == 200
-    assert sizer.size(3, waiting=80, gateways=2) == 10  # the tail still spreads
-    assert sizer.size(3, waiting=8, gateways=2) == int(MIN_SECONDS / 1e-4) == 5
+    assert sizer.size(3, waiting=160, gateways=2) == 20  # the tail still spreads
+    assert sizer.size(3, waiting=40, gateways=2) == round(MIN_SECONDS / 1e-4) == 10
     sizer.measured(2, items=4, seconds=4.0)
     assert sizer.size(2, waiting=1000, gateways=2) == 1  # slow tasks one by one
 

@@ -22,7 +22,7 @@ gateways on entry and terminates them on exit. A pool given a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from .._gateway import Gateway
@@ -240,17 +240,23 @@ class Pool:
         timeout: float | None,
         chunksize: int | None,
         progress: bool = False,
+        unordered: bool = False,
     ) -> MapJob:
         self._check_running()
         function = function_for(fn)
+        items: Sequence[Any]
         if star:
             (iterable,) = iterables
             items, mode = [tuple(args) for args in iterable], MODE_STAR
         elif len(iterables) == 1:
-            items, mode = list(iterables[0]), MODE_ONE
+            # A range is kept as it is (immutable): its chunks travel as ranges.
+            one = iterables[0]
+            items, mode = (one if type(one) is range else list(one)), MODE_ONE
         else:
             items, mode = list(zip(*iterables, strict=False)), MODE_STAR
-        job = MapJob(function, mode, items, **self._options(timeout, chunksize))
+        job = MapJob(
+            function, mode, items, unordered=unordered, **self._options(timeout, chunksize)
+        )
         if progress:  # before anything is sent: a missing rich starts no work
             job.bar = Bar(len(items), function.name)
         self._scheduler.add(job)
@@ -336,7 +342,9 @@ class Pool:
         timeout: float | None = None,
     ) -> AsyncIterator[Any]:
         """The results of :meth:`map` in the order they finish."""
-        return self._unordered(self._map_job(fn, iterables, False, timeout, chunksize))
+        return self._unordered(
+            self._map_job(fn, iterables, False, timeout, chunksize, unordered=True)
+        )
 
     async def _ordered(self, job: MapJob) -> AsyncIterator[Any]:
         try:

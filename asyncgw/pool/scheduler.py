@@ -248,6 +248,12 @@ class Scheduler:
     def _encode(self, link: Link, chunk: Chunk, mode: int) -> bytes | None:
         """The chunk's message; items the wire cannot carry fail with
         :class:`DumpError` and leave the chunk (None: none is left)."""
+        if mode == MODE_ONE and len(chunk.segments) == 1:
+            job, indices = chunk.segments[0]
+            if type(job.items) is range and isinstance(indices, range):  # map over a range
+                part = job.items[indices.start : indices.stop]
+                span = ("r", part.start, part.stop, part.step)
+                return link.encode((_CHUNK, chunk.number, chunk.function, mode, span))
         items: list[Any] = []
         for job, indices in chunk.segments:
             if isinstance(indices, range):

@@ -26,7 +26,9 @@ array module's type code (``"q"``, ``"d"``) and the values' 8-byte
 little-endian machine form (:func:`pack`, :func:`unpack`, used by both
 sides). The wire's codec spends a few hundred nanoseconds of Python per
 value, the array module a few; the values come back the same (an int
-subclass, a bool or a mix is never packed).
+subclass, a bool or a mix is never packed). A chunk's ``args`` taken from
+a ``range`` travel as ``("r", start, stop, step)`` (:func:`items_of`; the
+caller never accepts this form in an answer).
 
 Invariants: messages are read by the channel's callback (the worker's
 reader thread), so a cancel overtakes the chunks queued before it; the
@@ -167,13 +169,26 @@ def _compile(
     return run
 
 
+def items_of(run: Any) -> Any:
+    """The items of a chunk: :func:`unpack`, or a range's.
+
+    :raises ValueError: for a run that is neither.
+    """
+    if type(run) is tuple and len(run) == 4 and run[0] == "r":
+        _, start, stop, step = run
+        if not all(type(bound) is int for bound in (start, stop, step)) or not step:
+            raise ValueError("not a range of items")
+        return range(start, stop, step)
+    return unpack(run)
+
+
 def _run_chunk(state: _State, channel: Any, functions: dict[int, Any], message: Any) -> None:
     _, chunk_id, fn_id, mode, items = message
     function = functions.get(fn_id, "no definition was received")
     values: list[Any] = []
     failures: dict[int, tuple[int, str | None]] | None = None
     started = time.perf_counter()
-    items = unpack(items)  # (a ValueError ends the loop: not a message of our caller)
+    items = items_of(items)  # (a ValueError ends the loop: not a message of our caller)
     if isinstance(function, str):  # its definition failed: reported with each item
         function = _failing("the function could not be defined:\n" + function)
     # Read without the lock: a cancel only ever adds to it (and ours are

@@ -196,7 +196,9 @@ class Executor(concurrent.futures.Executor):
         end = None if timeout is None else time.monotonic() + timeout
         function = function_for(fn)
         if len(iterables) == 1:
-            items, mode = list(iterables[0]), MODE_ONE
+            # A range is kept as it is (immutable): its chunks travel as ranges.
+            one = iterables[0]
+            items, mode = (one if type(one) is range else list(one)), MODE_ONE
         else:
             items, mode = list(zip(*iterables, strict=False)), MODE_STAR
         job = ThreadMapJob(
