@@ -17,6 +17,7 @@ import pytest
 
 import asyncgw
 import asyncgw.sync as execnet
+from asyncgw.sync.channel import _inline_callbacks, run_inline
 
 HERE = Path(__file__).parent
 
@@ -110,6 +111,36 @@ def test_callbacks_run_off_the_loop_and_may_block(group: execnet.Group) -> None:
     assert done.wait(10)
     assert received == [0, 1, 2]
     echo.close()
+
+
+def test_inline_callbacks_run_on_the_loop_thread_in_order(group: execnet.Group) -> None:
+    # What asyncgw.xdist asks for xdist's event callback: called on the loop
+    # thread as values arrive (execnet's receiver thread), no hand-off.
+    gw = group.makegateway()
+    calls: list[tuple[object, str]] = []
+
+    def callback(item: object) -> None:
+        calls.append((item, threading.current_thread().name))
+
+    def failing(item: object) -> None:
+        raise ValueError(f"refused {item}")
+
+    run_inline(callback)
+    run_inline(failing)
+    try:
+        channel = gw.remote_exec("for i in range(3): channel.send(i)")
+        channel.setcallback(callback, endmarker="END")
+        channel.waitclose(10)
+        assert calls == [(item, "asyncgw-loop") for item in (0, 1, 2, "END")]
+        # One that raises closes its channel with the error, as on the
+        # callback thread; the gateway goes on.
+        refused = gw.remote_exec("channel.send(1); channel.receive()")
+        refused.setcallback(failing)
+        with pytest.raises(execnet.RemoteError, match="refused 1"):
+            refused.waitclose(10)
+        assert gw.remote_exec("channel.send(2)").receive(timeout=10) == 2
+    finally:
+        _inline_callbacks.difference_update((callback, failing))
 
 
 def test_multichannel_and_receive_queue(group: execnet.Group) -> None:

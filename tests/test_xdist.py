@@ -59,6 +59,23 @@ def test_forked_from_a_fork_server():
 """
 
 
+AHEAD = """\
+import os
+import sys
+
+from _pytest.assertion.rewrite import AssertionRewritingHook, assertstate_key
+
+def test_plugins_imported_ahead(request):
+    loader = sys.modules["xdist.plugin"].__loader__
+    state = request.config.stash.get(assertstate_key, None)
+    own = state.hook if state is not None else None
+    # Rewritten by a hook of the fork server's (not this worker's), or
+    # imported by this worker's pytest as it would be without asyncgw.
+    ahead = isinstance(loader, AssertionRewritingHook) and loader is not own
+    assert ahead == (os.environ["EXPECT_AHEAD"] == "1"), loader
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     for index in range(4):
@@ -102,6 +119,25 @@ def test_same_outcomes_as_without_xdist(project: Path) -> None:
     assert counts == {**expected, "passed": expected["passed"] + 2}, output
     assert "bringing up nodes" in output
     # Nothing pytest rewrites was imported ahead of it in the workers.
+    assert "PytestAssertRewriteWarning" not in output, output
+
+
+@pytest.mark.parametrize(
+    ("args", "ahead"),
+    [((), True), (("--assert=plain",), False), (("-p", "no:timeout"), False)],
+    ids=["rewrite", "plain", "blocked"],
+)
+def test_installed_plugins_are_imported_ahead_as_pytest_would(
+    project: Path, args: tuple[str, ...], ahead: bool
+) -> None:
+    # The fork server imports the pytest11 plugins through pytest's rewriting
+    # hook, only when the workers' pytest would import all of them so.
+    (project / "test_ahead.py").write_text(AHEAD)
+    counts, output = run_pytest(
+        project, "-p", "asyncgw.xdist", "-n", "2", *args, "test_ahead.py",
+        env={"EXPECT_AHEAD": "1" if ahead else "0"},
+    )  # fmt: skip
+    assert counts == {"passed": 1}, output
     assert "PytestAssertRewriteWarning" not in output, output
 
 
