@@ -8,6 +8,7 @@ module, so a silent fall-back to the real execnet would fail here.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -139,6 +140,63 @@ def test_installed_plugins_are_imported_ahead_as_pytest_would(
     )  # fmt: skip
     assert counts == {"passed": 1}, output
     assert "PytestAssertRewriteWarning" not in output, output
+
+
+AHEAD_SCRIPT = """\
+import json
+import os
+import sys
+import time
+
+import psutil
+
+import asyncgw.sync as execnet
+import asyncgw.xdist as plugin
+
+asked = [
+    ["-n", "2"], ["-n2"], ["--numprocesses=auto"], ["-p", "asyncgw.xdist", "-n", "8"],
+    ["-n", "0"], ["-n", "1"], [], ["-n", "2", "--tx", "popen"], ["-n", "2", "-p", "no:xdist"],
+    ["--", "-n", "2"], ["-n", "2", "--help"],
+]
+several = [plugin.several_popen_workers(args) for args in asked]
+preload = ["json"]
+plugin.start_ahead(preload)
+deadline = time.monotonic() + 30  # its start is asynchronous: wait for it
+while not (ahead := [child.pid for child in psutil.Process().children()]):
+    assert time.monotonic() < deadline, "no fork server started ahead"
+    time.sleep(0.01)
+group = execnet.Group()
+group._group.preload = preload if sys.argv[1] == "same" else ["json", "csv"]
+plugin.adopt_ahead(group, group._group.preload)
+gateways = group.makegateways(["popen", "popen"])
+ppid = "import os; channel.send(os.getppid())"
+parents = sorted({gw.remote_exec(ppid).receive() for gw in gateways})
+group.terminate(5)
+print(json.dumps({"several": several, "ahead": ahead, "parents": parents,
+                  "ahead_alive": [pid for pid in ahead if psutil.pid_exists(pid)]}))
+"""
+
+
+@pytest.mark.parametrize("preload", ["same", "other"])
+def test_fork_server_started_ahead_is_adopted_if_it_preloads_the_same(
+    tmp_path: Path, preload: str
+) -> None:
+    # pytest_addoption starts it when the command line asks for several
+    # workers; the session's group forks from it if it imports the same.
+    script = tmp_path / "ahead.py"
+    script.write_text(AHEAD_SCRIPT)
+    result = subprocess.run(
+        [sys.executable, str(script), preload],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert report["several"] == [True] * 4 + [False] * 7
+    assert len(report["ahead"]) == 1, report
+    if preload == "same":
+        assert report["parents"] == report["ahead"], report
+    else:  # closed; the group started its own
+        assert report["ahead_alive"] == [] and report["parents"] != report["ahead"], report
 
 
 @pytest.mark.parametrize("dist", ["load", "loadscope", "loadfile", "loadgroup", "worksteal"])

@@ -84,6 +84,16 @@ class ForkServers:
             self._servers[key] = asyncio.ensure_future(_start_forkserver(key, list(preload)))
         return started
 
+    def adopt(self, other: ForkServers) -> list[tuple[str, ...]]:
+        """Take over the fork servers of ``other`` (started ahead of the
+        group, by the pytest-xdist plugin) for the interpreters that have
+        none here; return their interpreters. ``other`` keeps the rest, to
+        close."""
+        taken = [key for key in other._servers if key not in self._servers]
+        for key in taken:
+            self._servers[key] = other._servers.pop(key)
+        return taken
+
     async def fork(
         self, spec: XSpec, config: dict[str, Any], sink: StreamSink
     ) -> PopenTransport | None:
