@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 import threading
+import time
 import tracemalloc
 from collections.abc import AsyncIterator
 
@@ -29,6 +32,7 @@ class Counter:
         self.lock = threading.Lock()
         self.owner = {"name": "ann", "tags": ["a", "b"]}
         self.cancelled = False
+        self.started = False
         self.gates: dict[str, threading.Event] = {}
 
     def add(self, n: int) -> int:
@@ -49,6 +53,7 @@ class Counter:
     async def wait_forever(self) -> None:
         import asyncio
 
+        self.started = True
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
@@ -274,5 +279,36 @@ def test_blocking_proxies_from_threads() -> None:
             counter.fail()
         with child:
             assert child.add(1) == 6
+    finally:
+        group.terminate()
+
+
+def test_an_interrupted_blocking_call_cancels_the_remote_coroutine() -> None:
+    # Ctrl-C in a thread blocked on a remote call: KeyboardInterrupt there,
+    # and the call is cancelled remotely, as a cancelled task's is.
+    group = asyncgw.sync.Group(["popen"])
+    try:
+        counter = group[0].create(Counter)
+        failures: list[BaseException] = []
+
+        def interrupt_once_started() -> None:
+            try:
+                deadline = time.monotonic() + 30
+                while not asyncgw.sync.fetch(counter.started):
+                    assert time.monotonic() < deadline, "wait_forever never started"
+                os.kill(os.getpid(), signal.SIGINT)
+            except BaseException as exc:  # reported by the test
+                failures.append(exc)
+
+        helper = threading.Thread(target=interrupt_once_started)
+        helper.start()
+        with pytest.raises(KeyboardInterrupt):
+            counter.wait_forever()
+        helper.join(30)
+        assert not failures, failures
+        deadline = time.monotonic() + 30
+        while not asyncgw.sync.fetch(counter.cancelled):
+            assert time.monotonic() < deadline, "the cancel never arrived"
+        assert counter.add(1) == 1  # the proxy and its service go on
     finally:
         group.terminate()

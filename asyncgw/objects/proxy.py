@@ -32,11 +32,11 @@ proxies (:mod:`asyncgw.sync`) from several threads.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import inspect
 import itertools
 import textwrap
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -94,8 +94,8 @@ class ObjectService:
         self.channel: Channel = gateway.remote_exec(source)
         self._ids = itertools.count(1)
         # Awaited by tasks (asyncio futures) or by threads of the blocking
-        # facade (concurrent futures); settled alike, on the loop.
-        self._pending: dict[int, asyncio.Future[Any] | concurrent.futures.Future[Any]] = {}
+        # facade (_Waiter); settled alike, on the loop.
+        self._pending: dict[int, asyncio.Future[Any] | _Waiter] = {}
         self._releases: list[int] = []
         self._loop = asyncio.get_running_loop()
         # A gateway lost: its router ends the channel; calls fail at once.
@@ -160,7 +160,7 @@ class ObjectService:
         if asyncio._get_running_loop() is self._loop:
             raise RuntimeError("a blocking remote call cannot run on its own event loop")
         rid = next(self._ids)
-        waiter: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        waiter = _Waiter()
         self._pending[rid] = waiter
         sent = False
         try:
@@ -206,6 +206,45 @@ class ObjectService:
         if kind == "i":
             return RemoteIterator(self, result[1], result[2])
         return Proxy(self, result[1], result[2])
+
+
+class _Waiter:
+    """The reply a thread of the blocking facade waits for: settled once,
+    on the loop; the waiting thread blocks on a lock that settling
+    releases, the cheapest hand-off between two threads (a
+    ``concurrent.futures.Future`` makes a condition and its lock per call,
+    and notifies through it)."""
+
+    __slots__ = ("_done", "_error", "_lock", "_value")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()  # released once settled
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, value: Any) -> None:
+        if not self._done:
+            self._value, self._done = value, True
+            self._lock.release()
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self._done:
+            self._error, self._done = error, True
+            self._lock.release()
+
+    def result(self) -> Any:
+        """Block until settled; the value, or raise the error. A signal
+        (KeyboardInterrupt) interrupts the wait."""
+        self._lock.acquire()
+        self._lock.release()  # settled: later calls return at once
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def map_leaves(value: Any, convert: Callable[[Any], Any]) -> Any:
