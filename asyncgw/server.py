@@ -148,6 +148,10 @@ class _Refused(Exception):
     """A client that failed the handshake; the message says how."""
 
 
+class _Denied(_Refused):
+    """A client whose answer was wrong: told DENIED, and logged already."""
+
+
 class _Client(asyncio.Protocol):
     """One connection: handshake lines into a bounded buffer, then (TLS)
     bytes relayed to and from the worker's pipes, with flow control both
@@ -359,6 +363,8 @@ class Server:
             await asyncio.wait_for(self._handshake(conn, client), self.handshake_timeout)
         except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one before 3.11)
             _log(f"refused {peer}: no handshake within {self.handshake_timeout:g}s")
+        except _Denied:
+            pass  # logged as it was denied
         except _Refused as exc:
             _log(f"refused {peer}: {exc}")
         except (OSError, EOFError) as exc:  # ssl.SSLError is an OSError
@@ -388,9 +394,12 @@ class Server:
         client.transport.write(CHALLENGE + nonce.encode() + b"\n")
         response = (await client.readline()).decode("ascii", "replace")
         if not hmac.compare_digest(response, answer(self.secret, nonce, self.binding)):
+            # Logged before DENIED goes out: whoever reads DENIED finds the
+            # refusal already in the log.
+            _log(f"refused {client.peer}: authentication failed")
             client.transport.write(b"DENIED\n")
             client.transport.close()  # after DENIED has gone
-            raise _Refused("authentication failed")
+            raise _Denied("authentication failed")
         # What follows the answer belongs to the worker: hold it until there is one.
         client.transport.pause_reading()
         client.transport.write(b"OK\n")
