@@ -21,6 +21,7 @@ themselves, as they would without it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import types
@@ -86,7 +87,7 @@ def preload_plugins() -> list[str]:
     try:
         for name in modules:
             try:
-                __import__(name)
+                importlib.import_module(name)
             except Exception:
                 continue
     finally:
