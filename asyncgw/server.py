@@ -359,10 +359,29 @@ class Server:
 
     async def _admit(self, conn: socket.socket, peer: object) -> None:
         client = _Client(self, peer)
-        try:
-            await asyncio.wait_for(self._handshake(conn, client), self.handshake_timeout)
-        except asyncio.TimeoutError:  # noqa: UP041 (not the builtin one before 3.11)
+        loop = asyncio.get_running_loop()
+        handshake = loop.create_task(self._handshake(conn, client))
+        expired = False
+
+        def expire() -> None:
+            # Logged before the cancel closes the connection: whoever sees
+            # the close finds the refusal already in the log.
+            nonlocal expired
+            expired = True
             _log(f"refused {peer}: no handshake within {self.handshake_timeout:g}s")
+            handshake.cancel()
+
+        deadline = loop.call_later(self.handshake_timeout, expire)
+        try:
+            try:
+                await handshake  # cancelling _admit cancels the handshake too
+            finally:
+                deadline.cancel()
+        except asyncio.CancelledError:
+            # Ours at the deadline; anyone else's (the server closing) goes on.
+            cancelling = getattr(asyncio.current_task(), "cancelling", lambda: 0)
+            if not expired or cancelling():
+                raise
         except _Denied:
             pass  # logged as it was denied
         except _Refused as exc:

@@ -46,6 +46,7 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 #: Bytes per read from the command's output: large reads are fewer
@@ -109,8 +110,30 @@ def _stop(channel: Any, process: Any, grace: float, ended: Any) -> None:
                 channel.send(("k", None))
             except Exception:
                 pass
-        elif ended.wait(wait):
+        elif _group_ends(process.pid, ended, wait):
             return
+
+
+def _group_ends(pgid: int, ended: Any, timeout: float) -> bool:
+    """Whether the shell has ended and its whole group with it, within
+    ``timeout`` seconds. The shell ending is not enough: a child it had
+    just forked when SIGTERM came may still run the shell's code, with the
+    shell's TERM trap, and lose the signal as it resets the trap to exec
+    the command (dash does); that command would outlive the stop."""
+    deadline = time.monotonic() + timeout
+    if not ended.wait(timeout):
+        return False
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(0.02, remaining))
 
 
 def _watch(channel: Any, process: Any, grace: float, ended: Any) -> None:
