@@ -328,9 +328,15 @@ async def drive_rsync(gateway: asyncgw.Gateway, destination: Path, entries: list
             if command == "want":
                 wanted += [index for index, _ in value]
             elif command == "listed":
-                for _ in wanted:
-                    await channel.send(b"X")
-                    await channel.send((FILE, 0))
+                try:
+                    for _ in wanted:
+                        await channel.send(b"X")
+                        await channel.send((FILE, 0))
+                except asyncgw.ChannelIOError:
+                    # The far side refused a file and closed while we still
+                    # sent: its verdict is the channel's error.
+                    await channel.waitclose()
+                    raise
             elif command == "done":
                 return
     finally:
