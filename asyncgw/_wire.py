@@ -142,10 +142,35 @@ def encode_ack(consumed: int) -> bytes:
     return _ACK.pack(consumed)
 
 
-def decode_ack(payload: bytes) -> int:
+def decode_ack(payload: bytes | memoryview) -> int:
     if len(payload) != _ACK.size:
         raise ProtocolError("ACK payload of %d bytes, expected 8" % len(payload))
     return int(_ACK.unpack(payload)[0])
+
+
+#: A DATA payload this large is gathered by a lending decoder into a buffer
+#: of its own and handed out as a view of it (see :class:`FrameDecoder`).
+LARGE_FRAME = 64 * 1024
+#: A fresh buffer for a large payload holds at most this much beyond what
+#: has arrived, so that a header alone never makes a decoder allocate
+#: ``max_payload``; it grows (doubling) as more arrives.
+LARGE_STEP = 1024 * 1024
+#: The largest such buffer kept, once free, for the next large payload:
+#: one for the whole process (a fresh one costs its page faults again).
+LARGE_KEEP = 8 * 1024 * 1024
+
+_idle_large: list[bytearray] = []  # at most one, shared by every decoder
+
+
+def _unshared(buffer: bytearray) -> bool:
+    """Whether no view of ``buffer`` is alive: a bytearray refuses to change
+    size while one is (its size is put back)."""
+    try:
+        del buffer[-1]
+    except BufferError:
+        return False
+    buffer.append(0)
+    return True
 
 
 class FrameDecoder:
@@ -155,45 +180,137 @@ class FrameDecoder:
     unknown type or a length over ``max_payload`` raises ``ProtocolError``
     before any payload is buffered, so a hostile peer cannot make the
     decoder allocate more than ``max_payload`` plus one read.
+
+    Lending (``feed_lending``, or ``buffers`` and ``filled`` for a reader
+    that reads into buffers it is given): a DATA payload of
+    :data:`LARGE_FRAME` bytes or more is gathered into a buffer the decoder
+    reuses — read straight into it, with ``buffers`` — and its frame
+    carries a ``memoryview`` of it instead of ``bytes``. The view is valid
+    until the next call to the decoder, which releases it (a view kept
+    beyond raises ``ValueError`` when used); the buffer is reused only if
+    no view of it is left, so a value decoded from it can never change.
     """
 
-    __slots__ = ("_buf", "max_payload")
+    __slots__ = ("_buf", "_fill", "_head", "_large", "_lent", "max_payload")
 
     def __init__(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self._buf = bytearray()
         self.max_payload = max_payload
+        self._large: bytearray | None = None  # the large payload under way
+        self._head = (0, 0)  # its channel and length
+        self._fill = 0  # its bytes arrived
+        self._lent: list[memoryview] = []  # handed out since the last call
 
     @property
     def buffered(self) -> int:
         """Bytes held that do not yet make a whole frame."""
-        return len(self._buf)
+        return len(self._buf) + self._fill
 
     def feed(self, data: bytes | memoryview) -> list[tuple[int, int, bytes]]:
         """The whole frames that ``data`` completes, in order; the rest is
         kept. ``data`` may be a view of a buffer the caller reuses: nothing
         of it is referenced after the call."""
-        buf = self._buf
-        src: bytes | bytearray | memoryview
-        if buf:
-            buf += data
-            src = bytes(buf) if len(buf) < 65536 else buf
-        else:
-            src = data
-        try:
-            frames, pos = self._parse(src)
-        except ProtocolError:
-            self._buf = bytearray()  # the stream is unusable from here on
-            raise
-        if buf:
-            del buf[:pos]
-        elif pos < len(data):
-            buf += data[pos:]
-        return frames
+        if self._lent:
+            self._release()
+        return self._take(data, [], False)  # type: ignore[return-value]
+
+    def feed_lending(self, data: bytes | memoryview) -> list[tuple[int, int, bytes | memoryview]]:
+        """As :meth:`feed`, but a large DATA payload comes as a view, valid
+        until the next call to the decoder."""
+        if self._lent:
+            self._release()
+        return self._take(data, [], True)
+
+    def buffers(self, spare: memoryview) -> list[memoryview]:
+        """The buffers the next read should fill, in order (for ``readv``):
+        the room left in the large payload under way, if any, then
+        ``spare``, the reader's own. Then pass what was read to
+        :meth:`filled`, before any other call."""
+        large = self._large
+        if self._lent:
+            self._release()
+            if large is None:
+                # After a large payload, most likely another: read its
+                # header and little more into spare (each byte read there
+                # is copied again), the rest straight into its buffer.
+                return [spare[:LARGE_FRAME]]
+        if large is None:
+            return [spare]
+        fill = self._fill
+        if fill == len(large):  # full: room for as much again
+            large = self._grow(2 * fill)
+        return [memoryview(large)[fill : min(len(large), self._head[1])], spare]
+
+    def filled(self, size: int, spare: memoryview) -> list[tuple[int, int, bytes | memoryview]]:
+        """The frames completed by a read of ``size`` bytes into the buffers
+        :meth:`buffers` returned (``spare`` the last): as :meth:`feed_lending`."""
+        frames: list[tuple[int, int, bytes | memoryview]] = []
+        large = self._large
+        if large is not None:
+            length = self._head[1]
+            took = min(size, min(len(large), length) - self._fill)
+            self._fill += took
+            if self._fill < length:
+                if took == size:
+                    return frames
+            else:
+                frames.append(self._finish(True))
+            size -= took
+        return self._take(spare[:size], frames, True) if size else frames
+
+    def _take(
+        self,
+        data: bytes | memoryview,
+        frames: list[tuple[int, int, bytes | memoryview]],
+        lend: bool,
+    ) -> list[tuple[int, int, bytes | memoryview]]:
+        while True:
+            if self._large is not None:
+                if not data:
+                    return frames
+                took = self._gather(data)
+                if self._fill < self._head[1]:
+                    return frames
+                frames.append(self._finish(lend))
+                data = data[took:]
+                continue
+            buf = self._buf
+            src: bytes | bytearray | memoryview
+            if buf:
+                buf += data
+                src = bytes(buf) if len(buf) < 65536 else buf
+            else:
+                src = data
+            try:
+                pos = self._parse(src, frames, lend)
+            except ProtocolError:
+                self._buf = bytearray()  # the stream is unusable from here on
+                raise
+            length = 0
+            if lend and len(src) - pos >= HEADER_SIZE:
+                msgtype, channel, length = HEADER.unpack_from(src, pos)
+                if msgtype != DATA:
+                    length = 0
+            if length < LARGE_FRAME:
+                if buf:
+                    del buf[:pos]
+                elif pos < len(data):
+                    buf += data[pos:]
+                return frames
+            # _parse stopped at a large DATA frame: gather its payload apart.
+            if buf:
+                self._buf = bytearray()  # src may be the old one: never changed again
+            data = memoryview(src)[pos + HEADER_SIZE :]
+            self._start(channel, length, len(data))
 
     def _parse(
-        self, src: bytes | bytearray | memoryview
-    ) -> tuple[list[tuple[int, int, bytes]], int]:
-        frames: list[tuple[int, int, bytes]] = []
+        self,
+        src: bytes | bytearray | memoryview,
+        frames: list[tuple[int, int, bytes | memoryview]],
+        lend: bool,
+    ) -> int:
+        """Append the whole frames of ``src`` to ``frames``; return where the
+        rest begins (lending: or a large DATA frame's header)."""
         append = frames.append
         unpack = HEADER.unpack_from
         end = len(src)
@@ -201,19 +318,93 @@ class FrameDecoder:
         while end - pos >= HEADER_SIZE:
             msgtype, channel, length = unpack(src, pos)
             if msgtype not in MESSAGE_NAMES:
-                raise ProtocolError("unknown message type %d" % msgtype, frames)
+                raise ProtocolError("unknown message type %d" % msgtype, frames)  # type: ignore[arg-type]
             if length > self.max_payload:
                 raise ProtocolError(
                     "frame of %d bytes exceeds the maximum of %d" % (length, self.max_payload),
-                    frames,
+                    frames,  # type: ignore[arg-type]
                 )
+            if lend and length >= LARGE_FRAME and msgtype == DATA:
+                break
             start = pos + HEADER_SIZE
             stop = start + length
             if stop > end:
                 break
             append((msgtype, channel, bytes(src[start:stop])))
             pos = stop
-        return frames, pos
+        return pos
+
+    def _start(self, channel: int, length: int, arrived: int) -> None:
+        """Begin a large payload: the idle buffer if it is big enough, else
+        a fresh one of at most :data:`LARGE_STEP` beyond what ``arrived``."""
+        try:
+            large = _idle_large.pop()
+        except IndexError:
+            large = None
+        if large is None or len(large) < length:
+            if large is not None:
+                _idle_large.append(large)
+            large = bytearray(min(length, arrived + LARGE_STEP))
+        self._large, self._head, self._fill = large, (channel, length), 0
+
+    def _gather(self, data: bytes | memoryview) -> int:
+        """Copy into the large payload what of ``data`` belongs to it."""
+        large = self._large
+        assert large is not None
+        fill = self._fill
+        took = min(len(data), self._head[1] - fill)
+        if fill + took > len(large):
+            large = self._grow(max(fill + took, 2 * len(large)))
+        # Through a view: a bytearray's own slice assignment copies a
+        # view it is given into a new bytearray first.
+        memoryview(large)[fill : fill + took] = data[:took]
+        self._fill = fill + took
+        return took
+
+    def _grow(self, size: int) -> bytearray:
+        """The large payload's buffer made ``size`` long (at most the
+        payload's), what arrived kept: a fresh one, copied."""
+        large = self._large
+        assert large is not None
+        fill = self._fill
+        bigger = bytearray(min(self._head[1], size))
+        memoryview(bigger)[:fill] = memoryview(large)[:fill]
+        self._large = bigger
+        return bigger
+
+    def _finish(self, lend: bool) -> tuple[int, int, bytes | memoryview]:
+        large = self._large
+        assert large is not None
+        channel, length = self._head
+        self._large, self._fill = None, 0
+        if not lend:
+            self._idle(large)
+            return (DATA, channel, bytes(memoryview(large)[:length]))
+        view = memoryview(large)[:length]
+        self._lent.append(view)
+        return (DATA, channel, view)
+
+    def _release(self) -> None:
+        """Take back what was lent: each view is released, and its buffer,
+        if no other view of it is left, kept for the next large payload."""
+        lent, self._lent = self._lent, []
+        for view in lent:
+            large = view.obj
+            try:
+                view.release()
+            except BufferError:  # something holds a buffer of the view itself
+                continue
+            self._idle(large)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _idle(large: bytearray) -> None:
+        if len(large) > LARGE_KEEP or not _unshared(large):
+            return
+        try:
+            kept = _idle_large.pop()
+        except IndexError:
+            kept = large
+        _idle_large.append(large if len(large) >= len(kept) else kept)
 
 
 # ---------------------------------------------------------------- values
@@ -413,8 +604,10 @@ _CONTAINER_TAGS: dict[type, bytes] = {
 }
 
 
-def loads(data: bytes, make_channel: MakeChannel | None = None) -> Any:
+def loads(data: bytes | memoryview, make_channel: MakeChannel | None = None) -> Any:
     """Decode one value; ``make_channel(id)`` turns a channel id into a channel.
+    ``data`` may be a view (a lent frame's payload): the value references
+    nothing of it.
 
     :raises LoadError: for any malformed input, never anything else.
     """
@@ -433,7 +626,9 @@ def loads(data: bytes, make_channel: MakeChannel | None = None) -> Any:
     return obj
 
 
-def _decode(data: bytes, pos: int, make_channel: MakeChannel | None, depth: int) -> tuple[Any, int]:
+def _decode(
+    data: bytes | memoryview, pos: int, make_channel: MakeChannel | None, depth: int
+) -> tuple[Any, int]:
     tag = data[pos]
     pos += 1
     if tag == 0x69:  # i
@@ -444,10 +639,10 @@ def _decode(data: bytes, pos: int, make_channel: MakeChannel | None, depth: int)
         end = pos + n
         if end > len(data):
             raise LoadError("truncated value")
-        raw = data[pos:end]
+        raw = data[pos:end]  # a copy of bytes, a view of a view
         if tag == 0x62:
             return bytes(raw), end
-        return raw.decode("utf-8", "surrogatepass"), end
+        return str(raw, "utf-8", "surrogatepass"), end
     if tag == 0x4E:  # N
         return None, pos
     if tag == 0x54:  # T
@@ -505,7 +700,7 @@ _CONTAINER_KINDS: dict[int, type] = {
 }
 
 
-def _decode_array(data: bytes, pos: int) -> tuple[Any, int]:
+def _decode_array(data: bytes | memoryview, pos: int) -> tuple[Any, int]:
     # Everything is checked before numpy is imported or memory is taken.
     n = data[pos]
     code = bytes(data[pos + 1 : pos + 1 + n]).decode("ascii", "replace")

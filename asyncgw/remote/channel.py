@@ -120,15 +120,17 @@ class Channel:
 
     # -- fed by the reader thread
 
-    def _deliver(self, payload: bytes) -> None:
+    def _deliver(self, payload: bytes | memoryview) -> None:
         if self._closed:
             return  # raced with our close: dropped, as the peer was told
         # Decoded on arrival, in frame order, so that a channel named in a
-        # value is looked up before a later frame can close and forget it.
+        # value is looked up before a later frame can close and forget it
+        # (and because a large payload is a view valid until the next read).
+        size = len(payload)
         try:
-            item = (loads(payload, self._worker.channel_for_value), len(payload))
+            item = (loads(payload, self._worker.channel_for_value), size)
         except LoadError as exc:
-            item = (_Undecodable(exc), len(payload))
+            item = (_Undecodable(exc), size)
         if self._callback is not None:
             if self._served:
                 self._worker.reading.run_inline(self._call_back, item)
@@ -142,7 +144,7 @@ class Channel:
             with self._cond:
                 # A thread waits for this value: it reads next, itself (see
                 # remote.reading), unless more was read than dispatched.
-                if self._untimed and len(payload) < GIFT_LIMIT and not self._worker._frames:
+                if self._untimed and size < GIFT_LIMIT and not self._worker._frames:
                     gift = self._worker.reading.give()
                     if gift is not None:
                         self._gift = gift

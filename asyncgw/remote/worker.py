@@ -162,7 +162,10 @@ class Worker:
         self._decoder = FrameDecoder(self.max_frame)
         # Anonymous memory: a page is resident once a read reaches it.
         self._read_buffer = memoryview(mmap.mmap(-1, READ_SIZE))
-        self._frames: deque[tuple[int, int, bytes]] = deque()  # read, not yet dispatched
+        # Read, not yet dispatched; a large DATA payload is a view lent by
+        # the decoder, valid until the next read (everything read is
+        # dispatched, hence decoded, before that).
+        self._frames: deque[tuple[int, int, bytes | memoryview]] = deque()
         self.reading = ReadingDuty(self._read_on_duty, TAKEOVER_AFTER, WATCH_QUIET_POLLS)
 
     # -- output
@@ -269,17 +272,19 @@ class Worker:
             if ready is not None and ready():
                 return
             buffer = self._read_buffer
-            size = os.readv(self.rfd, [buffer])
+            decoder = self._decoder
+            # A large payload under way is read straight into its own buffer.
+            size = os.readv(self.rfd, decoder.buffers(buffer))
             if not size:
                 _exit(0)  # the local side is gone: leave no orphan behind
             try:
                 # The decoder copies out what it keeps: the buffer is free again.
-                frames.extend(self._decoder.feed(buffer[:size]))
+                frames.extend(decoder.filled(size, buffer))
             except ProtocolError as exc:
                 sys.stderr.write("asyncgw worker: %s; exiting\n" % exc)
                 _exit(3)
 
-    def _dispatch(self, msgtype: int, ident: int, payload: bytes) -> None:
+    def _dispatch(self, msgtype: int, ident: int, payload: bytes | memoryview) -> None:
         if msgtype == DATA:
             channel = self._channels.get(ident)
             if channel is None:
@@ -294,14 +299,14 @@ class Worker:
         elif msgtype in (CLOSE, CLOSE_ERROR):
             channel = self._channels.get(ident)
             if channel is not None:
-                error = payload.decode("utf-8", "replace") if msgtype == CLOSE_ERROR else None
+                error = str(payload, "utf-8", "replace") if msgtype == CLOSE_ERROR else None
                 channel._on_remote_close(error)
             elif ident & 1:  # the peer's channel, never used here: just answer
                 self.write_frame(CLOSE, ident)
         elif msgtype == EXEC:
             self._start_exec(ident, payload)
         elif msgtype == REQUEST:
-            self._answer(ident, payload.decode("ascii", "replace"))
+            self._answer(ident, str(payload, "ascii", "replace"))
         elif msgtype == TERMINATE:
             self._terminate(float(payload) if payload else None)
 
@@ -329,7 +334,7 @@ class Worker:
 
     # -- execution
 
-    def _start_exec(self, ident: int, payload: bytes) -> None:
+    def _start_exec(self, ident: int, payload: bytes | memoryview) -> None:
         channel = self.channel_for_id(ident)
         source = filename = None
         try:
