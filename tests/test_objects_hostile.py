@@ -178,3 +178,34 @@ def test_a_released_blocking_proxy_is_a_named_error() -> None:
             asyncgw.sync.fetch(obj.calls)
     finally:
         group.terminate(timeout=5)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        ("r", "7", "Counter"),  # a reference whose id is not an int
+        ("r", 7, b"Counter"),  # nor its type name a str
+        ("x", 7, "Counter"),  # an unknown kind of reference
+        ("err", "Name"),  # an error of no known shape
+        (),  # only the request's id
+    ],
+)
+async def test_a_malformed_reply_fails_the_waiting_call_and_is_never_used(
+    gw: asyncgw.Gateway, reply: tuple[object, ...]
+) -> None:
+    """A reply of no known shape, as a far side gone wrong could send: the
+    call waiting for it fails (the service ends, with what was wrong);
+    nothing is made from it, and a new proxy works on a new service."""
+    obj = await gw.create(Hostile)
+    service = object_service(gw)
+    rid = 10**9
+    waiting: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    service._pending[rid] = waiting
+    service.channel._run_callback((rid, *reply))  # as the channel delivers a value
+    async with asyncio.timeout(PATIENCE):
+        with pytest.raises(asyncgw.RemoteError, match=r"malformed|unknown"):
+            await waiting
+        with pytest.raises((asyncgw.RemoteError, asyncgw.GatewayLost)):
+            await obj.ping()  # its service ended
+    assert service.dead is not None
+    await _alive(gw, await gw.create(Hostile))

@@ -38,7 +38,7 @@ import itertools
 import textwrap
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import module_source
@@ -106,6 +106,10 @@ class ObjectService:
         self.channel.setcallback(self._reply, endmarker=_END)
 
     def _reply(self, message: Any) -> None:
+        """Settle the request a reply answers (see the far side's module,
+        :mod:`asyncgw.remote.objects`, for the shapes): its value, a new
+        proxy or iterator, or its error. A reply of no known shape raises,
+        which ends the service (the channel's callback failed)."""
         if message is _END:
             # The gateway going ends the channel with GatewayLost; the service
             # failing (it should not) closes it with its traceback: say which.
@@ -114,15 +118,34 @@ class ObjectService:
                 error = GatewayLost(f"the object service of {self.gateway.id} ended")
             self._end(error)
             return
-        rid, status, value = message
+        size = len(message) if type(message) is tuple else 0
+        if size == 2:
+            rid, result = message
+        elif size == 4:
+            rid, kind, oid, typename = message
+            if type(oid) is not int or type(typename) is not str:
+                raise ValueError(f"malformed reference in a reply: {message!r:.200}")
+            if kind == "r":
+                result = Proxy(self, oid, typename)
+            elif kind == "i":
+                result = RemoteIterator(self, oid, typename)
+            else:
+                raise ValueError(f"unknown reference kind in a reply: {kind!r:.50}")
+        elif size == 5 and message[1] == "err":
+            rid, _, name, text, formatted = message
+            name = name if type(name) is str else repr(name)
+            result = RemoteError(formatted or f"{name}: {text}", name)
+        else:
+            raise ValueError(f"malformed reply from the object service: {message!r:.200}")
+        # (A reference whose call is no longer awaited is collected at once:
+        # its proxy's finalizer releases the remote object.)
         future = self._pending.pop(rid, None)
         if future is None or future.done():
             return
-        if status == "ok":
-            future.set_result(value)
+        if size == 5:
+            future.set_exception(result)
         else:
-            name, text, formatted = value
-            future.set_exception(RemoteError(formatted or f"{name}: {text}", name))
+            future.set_result(result)
 
     def _end(self, error: BaseException) -> None:
         self.dead = error
@@ -131,18 +154,20 @@ class ObjectService:
                 future.set_exception(error)
         self._pending.clear()
 
-    async def request(self, op: str, payload: Any) -> Any:
-        """Send a request and await its reply. Cancelling sends a cancel
-        for it (which stops it remotely where it is async)."""
+    async def request(self, op: str | int, *payload: Any) -> Any:
+        """Send a request, ``(rid, op, *payload)``, and await its result (a
+        value, or a proxy or iterator for a reference). Cancelling sends a
+        cancel for it (which stops it remotely where it is async)."""
         if self.dead is not None:
             raise self.dead
         rid = next(self._ids)
         future = self._loop.create_future()
         self._pending[rid] = future
-        await self.channel.send((rid, op, payload))
+        channel = self.channel
+        await channel.send((rid, op, *payload))
         # About to wait for the reply: write the request now rather than one
         # loop iteration later (as a channel's receive does).
-        self.channel.flush()
+        channel.flush()
         try:
             return await future
         except asyncio.CancelledError:
@@ -151,7 +176,7 @@ class ObjectService:
                 self._loop.create_task(self._send_quietly((0, "cancel", rid)))
             raise
 
-    def request_blocking(self, op: str, payload: Any) -> Any:
+    def request_blocking(self, op: str | int, *payload: Any) -> Any:
         """:meth:`request` for a thread other than the loop's (the blocking
         facade): the request is written from this thread when the router
         can, and the reply wakes this thread straight from the channel's
@@ -166,7 +191,7 @@ class ObjectService:
         try:
             if self.dead is not None:  # _end sets it before settling what is pending
                 raise self.dead
-            encoded = self.channel.encode((rid, op, payload))
+            encoded = self.channel.encode((rid, op, *payload))
             if not self.channel.send_from_thread(encoded):
                 coroutine = self.channel.send_encoded(encoded)
                 asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -199,13 +224,18 @@ class ObjectService:
             self._loop.create_task(self._send_quietly((0, "release", oids)))
 
     def wrap(self, result: Any) -> Any:
-        """A reply's result as a value, a proxy or a remote iterator."""
+        """An item of a remote iterator's batch, ``("v", value)`` or a
+        reference, as a value, a proxy or a remote iterator."""
         kind = result[0]
         if kind == "v":
             return result[1]
+        if type(result[1]) is not int or type(result[2]) is not str:
+            raise ValueError(f"malformed reference in a batch: {result!r:.200}")
         if kind == "i":
             return RemoteIterator(self, result[1], result[2])
-        return Proxy(self, result[1], result[2])
+        if kind == "r":
+            return Proxy(self, result[1], result[2])
+        raise ValueError(f"unknown reference kind in a batch: {kind!r:.50}")
 
 
 class _Waiter:
@@ -301,25 +331,25 @@ class Chain:
     def __call__(self, *args: Any, **kwargs: Any) -> Chain:
         return Chain(self._proxy, (*self._path, ("call", _encode(args), _encode(kwargs))))
 
-    def _message(self) -> tuple[str, Any]:
-        """The request that evaluates this chain."""
+    def _message(self) -> tuple[Any, ...]:
+        """The request that evaluates this chain, without its id."""
         path = self._path
         if len(path) == 2 and path[0][0] == "getattr" and path[1][0] == "call":
             # The common case, a method call, in a flat message.
             _, name = path[0]
             _, args, kwargs = path[1]
             oid = self._proxy._live_oid()
-            return "call", ((oid, name, args, kwargs) if kwargs else (oid, name, args))
+            if kwargs:
+                return "call", (oid, name, args, kwargs)
+            return (oid, name, *args)
         return "eval", (self._proxy._live_oid(), [list(step) for step in path])
 
-    async def _evaluate(self) -> Any:
-        service = self._proxy._service
-        return service.wrap(await service.request(*self._message()))
+    def _evaluate(self) -> Coroutine[Any, Any, Any]:
+        return self._proxy._service.request(*self._message())
 
     def _evaluate_blocking(self) -> Any:
         """Evaluate from a thread other than the loop's, blocking."""
-        service = self._proxy._service
-        return service.wrap(service.request_blocking(*self._message()))
+        return self._proxy._service.request_blocking(*self._message())
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._evaluate().__await__()
@@ -483,4 +513,4 @@ async def create(gateway: Gateway, target: Any, *args: Any, **kwargs: Any) -> An
     """See :meth:`asyncgw.Gateway.create`."""
     service = object_service(gateway)
     payload = (target_of(target), _encode(list(args)), _encode(kwargs))
-    return service.wrap(await service.request("create", payload))
+    return await service.request("create", payload)

@@ -5,32 +5,43 @@ appended, and run with the worker's blocking channel: stdlib only, Python
 3.9 syntax. One such service per gateway holds the objects the caller uses
 through proxies, in a table keyed by object id.
 
-Requests, each ``(rid, op, payload)``; a reply ``(rid, "ok", result)`` or
-``(rid, "err", (type name, message, traceback))``; ``rid`` 0 takes no reply:
+Requests, flat tuples (a message's cost on the wire grows with its
+items, so the common call has the fewest):
 
-- ``("create", (target, args, kwargs))``: ``target`` is ``("import",
-  "pkg.mod:Name")`` or ``("source", text, name, filename)`` (the text padded to its line
-  numbers in that file); the result is a reference;
-- ``("call", (oid, name, args[, kwargs]))``: a method call, the common
-  chain, flat;
-- ``("eval", (oid, path))``: from object ``oid``, apply each step of
-  ``path`` — ``("getattr", name)``, ``("call", args, kwargs)``,
-  ``("getitem", key)`` — in one go, awaiting what a step returns if it is
-  awaitable; the result is a value, a reference, or an iterator reference;
-- ``("next", (iid, count))``: up to ``count`` items of iterator ``iid``:
-  ``(plain, items, exhausted)``, the items as values if ``plain``, else
-  as results; an exhausted iterator is forgotten;
-- ``("close_iter", iid)``: close and forget an iterator;
-- ``("release", [oid, ...])`` (answered only if ``rid`` is not 0) and
-  ``("cancel", rid)`` (never answered);
-- ``("count", None)``: how many objects the table holds.
+- ``(rid, oid, name, arg, ...)``: a method call without keyword
+  arguments, the common chain (told apart by an ``int`` in second place);
+- ``(rid, op, payload)`` for every other request, ``op`` a string:
 
-Results: ``("v", value)`` for values the wire carries (checked deeply),
-``("r", oid, type name)`` for anything else, ``("i", iid, type name)``
-for generators and async generators. Arguments may hold references as
-``("__asyncgw_ref__", oid)``. Each request is answered by the worker's
-reader itself, inline (see :class:`Service`); coroutines run on the
-service's event loop, where a ``cancel`` cancels them.
+  - ``("create", (target, args, kwargs))``: ``target`` is ``("import",
+    "pkg.mod:Name")`` or ``("source", text, name, filename)`` (the text
+    padded to its line numbers in that file); the result is a reference;
+  - ``("call", (oid, name, args[, kwargs]))``: a method call with keyword
+    arguments;
+  - ``("eval", (oid, path))``: from object ``oid``, apply each step of
+    ``path`` — ``("getattr", name)``, ``("call", args, kwargs)``,
+    ``("getitem", key)`` — in one go, awaiting what a step returns if it
+    is awaitable;
+  - ``("next", (iid, count))``: up to ``count`` items of iterator ``iid``:
+    ``(plain, items, exhausted)``, the items as values if ``plain``, else
+    each ``("v", value)`` or a reference as below; an exhausted iterator
+    is forgotten;
+  - ``("close_iter", iid)``: close and forget an iterator;
+  - ``("release", [oid, ...])`` (answered only if ``rid`` is not 0) and
+    ``("cancel", rid)`` (never answered);
+  - ``("count", None)``: how many objects the table holds.
+
+``rid`` 0 takes no reply. Replies, told apart by their length:
+
+- ``(rid, value)``: the result, a value the wire carries (checked deeply);
+- ``(rid, "r", oid, type name)``: a reference to anything else, or
+  ``(rid, "i", iid, type name)`` to a generator or async generator
+  (results of a call, ``create`` and ``eval``);
+- ``(rid, "err", type name, message, traceback)``: the request failed.
+
+Arguments may hold references as ``("__asyncgw_ref__", oid)``. Each
+request is answered by the worker's reader itself, inline (see
+:class:`Service`); coroutines run on the service's event loop, where a
+``cancel`` cancels them.
 
 Invariants, whatever the objects do: every request with a ``rid`` gets one
 reply, and no failure of one request ends the service. A result the wire
@@ -147,10 +158,20 @@ class Service:
         return oid
 
     def result(self, obj: Any) -> Tuple[Any, ...]:
+        """A result as an item of a batch: ``("v", value)`` or a reference."""
         if type(obj) in _PLAIN or _is_value(obj):
             return ("v", obj)
+        return self.reference(obj)
+
+    def reference(self, obj: Any) -> Tuple[Any, ...]:
         kind = "i" if inspect.isgenerator(obj) or inspect.isasyncgen(obj) else "r"
         return (kind, self.keep(obj), type(obj).__name__)
+
+    def reply(self, rid: int, obj: Any) -> Tuple[Any, ...]:
+        """The reply that carries a call's result: the value, or a reference."""
+        if type(obj) in _PLAIN or _is_value(obj):
+            return (rid, obj)
+        return (rid, *self.reference(obj))
 
     def resolve(self, value: Any) -> Any:
         """Arguments with references replaced by their objects."""
@@ -168,13 +189,17 @@ class Service:
 
     def handle(self, request: Any) -> None:
         """Answer one request (called for each, by the channel)."""
-        if request is _END:
-            self.ended.set()
-            return
-        try:
-            rid, op, payload = request
-        except (TypeError, ValueError):
+        if type(request) is not tuple or len(request) < 3:
+            if request is _END:
+                self.ended.set()
             return  # not a request of ours: nobody to answer
+        rid = request[0]
+        if type(request[1]) is int:
+            self.answer_call(rid, request)
+            return
+        if len(request) != 3:
+            return
+        op, payload = request[1], request[2]
         if op == "release" and not rid:
             self.op_release(rid, payload)
         elif op == "cancel":
@@ -184,16 +209,41 @@ class Service:
         else:
             self.answer(rid, op, payload)
 
-    def answer(self, rid: int, op: str, payload: Any) -> None:
-        """Run one request and send its reply: its result, or its error."""
-        limit = self.channel._worker.max_frame // _TEXT_SHARE
+    def answer_call(self, rid: Any, request: Tuple[Any, ...]) -> None:
+        """The common request, ``(rid, oid, name, arg, ...)``: a method
+        call, on the shortest path (a value is sent as it is)."""
         try:
-            reply = (rid, "ok", self.ops[op](self, rid, payload))  # type: ignore[attr-defined]
-        except BaseException as exc:
-            if isinstance(exc, concurrent.futures.CancelledError):
-                reply = (rid, "err", ("CancelledError", "cancelled remotely", ""))
+            function = getattr(self.get(request[1]), request[2])
+            args = request[3:]  # type: Any
+            for arg in args:
+                if type(arg) not in _PLAIN:
+                    args = [self.resolve(arg) for arg in args]
+                    break
+            result = function(*args)
+            if type(result) in _PLAIN:
+                reply = (rid, result)  # type: Tuple[Any, ...]
             else:
-                reply = (rid, "err", describe(exc, limit))
+                if inspect.isawaitable(result):
+                    result = self.wait(rid, result)
+                reply = self.reply(rid, result)
+        except BaseException as exc:
+            reply = self.error_reply(rid, exc)
+        self.send_reply(rid, reply)
+
+    def answer(self, rid: Any, op: Any, payload: Any) -> None:
+        """Run one request and send its reply: its result, or its error."""
+        try:
+            reply = self.ops[op](self, rid, payload)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            reply = self.error_reply(rid, exc)
+        self.send_reply(rid, reply)
+
+    def error_reply(self, rid: Any, exc: BaseException) -> Tuple[Any, ...]:
+        if isinstance(exc, concurrent.futures.CancelledError):
+            return (rid, "err", "CancelledError", "cancelled remotely", "")
+        return (rid, "err", *describe(exc, self.channel._worker.max_frame // _TEXT_SHARE))
+
+    def send_reply(self, rid: Any, reply: Tuple[Any, ...]) -> None:
         try:
             self.channel.send(reply)
             return
@@ -202,9 +252,10 @@ class Service:
                 return  # the caller is gone
             # The reply could not be encoded (too big for max_frame, a value
             # the wire refuses): that is this call's error, not a silence.
+            limit = self.channel._worker.max_frame // _TEXT_SHARE
             error = describe(exc, limit, "the reply could not be sent: ")
         try:
-            self.channel.send((rid, "err", error))
+            self.channel.send((rid, "err", *error))
         except BaseException:
             pass  # the caller is gone
 
@@ -235,10 +286,10 @@ class Service:
         return result
 
     def op_call(self, rid: int, payload: Any) -> Any:
-        """The common case, ``(oid, name, args[, kwargs])``: a method call."""
+        """``(oid, name, args[, kwargs])``: a method call, keywords and all."""
         function = getattr(self.get(payload[0]), payload[1])
         kwargs = payload[3] if len(payload) > 3 else None
-        return self.result(self.call(rid, function, payload[2], kwargs))
+        return self.reply(rid, self.call(rid, function, payload[2], kwargs))
 
     def op_create(self, rid: int, payload: Any) -> Any:
         target, args, kwargs = payload
@@ -255,7 +306,7 @@ class Service:
             namespace = {"__name__": "__asyncgw_objects__"}  # type: dict[str, Any]
             exec(compile(source, filename, "exec"), namespace)
             cls = namespace[name]
-        return self.result(self.call(rid, cls, args, kwargs))
+        return self.reply(rid, self.call(rid, cls, args, kwargs))
 
     def op_eval(self, rid: int, payload: Any) -> Any:
         oid, path = payload
@@ -271,7 +322,7 @@ class Service:
                 raise ValueError("unknown step %r" % (step[0],))
         if inspect.isawaitable(obj) and not inspect.isasyncgen(obj):
             obj = self.wait(rid, obj)
-        return self.result(obj)
+        return self.reply(rid, obj)
 
     def op_next(self, rid: int, payload: Any) -> Any:
         """Up to ``count`` items. If the iterator raises after yielding
@@ -308,8 +359,8 @@ class Service:
         if done:
             self.objects.pop(iid, None)
         if all(_is_value(item) for item in items):
-            return (True, items, done)  # the common case: values, as they are
-        return (False, [self.result(item) for item in items], done)
+            return (rid, (True, items, done))  # the common case: values, as they are
+        return (rid, (False, [self.result(item) for item in items], done))
 
     def op_close_iter(self, rid: int, payload: Any) -> Any:
         iterator = self.objects.pop(payload, None)
@@ -318,15 +369,16 @@ class Service:
             self.wait(rid, iterator.aclose())
         elif inspect.isgenerator(iterator):
             iterator.close()
-        return None
+        return (rid, None)
 
     def op_release(self, rid: int, payload: Any) -> Any:
         for oid in payload:
             self.objects.pop(oid, None)
             self.failures.pop(oid, None)
+        return (rid, None)
 
     def op_count(self, rid: int, payload: Any) -> Any:
-        return len(self.objects)
+        return (rid, len(self.objects))
 
 
 Service.ops = {  # type: ignore[attr-defined]
