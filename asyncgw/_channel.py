@@ -108,7 +108,7 @@ class Channel:
 
     # -- events from the router
 
-    def _deliver(self, payload: bytes) -> None:
+    def _deliver(self, payload: bytes | memoryview) -> None:
         if self._closed:
             return  # raced with our close: dropped, as the peer was told
         # Decoded on arrival, in frame order, so that a channel named in a

@@ -139,14 +139,38 @@ class Router:
             if not data:
                 return
         try:
-            frames = self._decoder.feed(data)
+            # A large payload comes as a view of the decoder's buffer, valid
+            # until its next call: every frame is decoded before that.
+            frames = self._decoder.feed_lending(data)
         except ProtocolError as exc:
             self._dispatch(exc.frames)  # what came before the bad frame
             self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
             return
         self._dispatch(frames)
 
-    def _dispatch(self, frames: list[tuple[int, int, bytes]]) -> None:
+    def read_buffers(self, spare: memoryview) -> list[memoryview]:
+        """For a transport that reads into buffers it is given (``readv``):
+        those the next read fills, in order; ``spare`` is its own. A large
+        payload under way is read straight into the decoder's buffer. Then
+        :meth:`read_filled`, with what was read, before any other call."""
+        if not self._greeted or self.lost is not None:
+            return [spare]
+        return self._decoder.buffers(spare)
+
+    def read_filled(self, size: int, spare: memoryview) -> None:
+        """``size`` bytes were read into the buffers :meth:`read_buffers` gave."""
+        if not self._greeted or self.lost is not None:
+            self.data_received(spare[:size])
+            return
+        try:
+            frames = self._decoder.filled(size, spare)
+        except ProtocolError as exc:
+            self._dispatch(exc.frames)  # what came before the bad frame
+            self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
+            return
+        self._dispatch(frames)
+
+    def _dispatch(self, frames: list[tuple[int, int, bytes | memoryview]]) -> None:
         channels = self.channels
         for msgtype, ident, payload in frames:
             if self.lost is not None:
@@ -166,7 +190,7 @@ class Router:
                     except ProtocolError as exc:
                         self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
             elif msgtype in (CLOSE, CLOSE_ERROR):
-                error = payload.decode("utf-8", "replace") if msgtype == CLOSE_ERROR else None
+                error = str(payload, "utf-8", "replace") if msgtype == CLOSE_ERROR else None
                 if ident == 0:  # the worker could not set itself up
                     self._fail_hello(f"the worker failed to start:\n{error}")
                 elif (channel := channels.get(ident)) is not None:
@@ -195,7 +219,7 @@ class Router:
         self._fail_hello(f"the interpreter answered with {text!r} instead of an asyncgw worker")
         return b""
 
-    def _on_hello(self, payload: bytes) -> None:
+    def _on_hello(self, payload: bytes | memoryview) -> None:
         try:
             hello = loads(payload)
             protocol = hello["protocol"]

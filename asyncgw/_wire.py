@@ -90,7 +90,9 @@ class ProtocolError(AsyncgwError):
     :ivar frames: the valid frames decoded before the bad one, in order.
     """
 
-    def __init__(self, message: str, frames: list[tuple[int, int, bytes]] | None = None) -> None:
+    def __init__(
+        self, message: str, frames: list[tuple[int, int, bytes | memoryview]] | None = None
+    ) -> None:
         super().__init__(message)
         self.frames = frames or []
 
@@ -225,7 +227,8 @@ class FrameDecoder:
         """The buffers the next read should fill, in order (for ``readv``):
         the room left in the large payload under way, if any, then
         ``spare``, the reader's own. Then pass what was read to
-        :meth:`filled`, before any other call."""
+        :meth:`filled`, before any other call (a read that got nothing may
+        ask again instead)."""
         large = self._large
         if self._lent:
             self._release()
@@ -318,11 +321,11 @@ class FrameDecoder:
         while end - pos >= HEADER_SIZE:
             msgtype, channel, length = unpack(src, pos)
             if msgtype not in MESSAGE_NAMES:
-                raise ProtocolError("unknown message type %d" % msgtype, frames)  # type: ignore[arg-type]
+                raise ProtocolError("unknown message type %d" % msgtype, frames)
             if length > self.max_payload:
                 raise ProtocolError(
                     "frame of %d bytes exceeds the maximum of %d" % (length, self.max_payload),
-                    frames,  # type: ignore[arg-type]
+                    frames,
                 )
             if lend and length >= LARGE_FRAME and msgtype == DATA:
                 break

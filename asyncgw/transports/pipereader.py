@@ -9,6 +9,11 @@ one buffer and hands the sink a view of what was read, valid during the
 call (the router's decoder copies out what it keeps). Reads happen on the
 event loop's thread one at a time, so all readers of a thread share one
 buffer (:func:`read_buffer`): a buffer per gateway would cost 256 KiB each.
+
+A sink that reads large payloads straight into buffers of its own gives
+``buffers`` and ``filled`` (the router's ``read_buffers``/``read_filled``):
+each read then fills the buffers ``buffers(spare)`` returns, and
+``filled(size, spare)`` is told how much arrived instead of ``received``.
 """
 
 from __future__ import annotations
@@ -40,18 +45,23 @@ def read_buffer() -> memoryview:
 
 class PipeReader:
     """Reads ``fd`` (which it owns, and closes) on the running loop: each
-    read is ``received(view)``; the end is ``ended(None)``, or
-    ``ended(error)`` if reading failed."""
+    read is ``received(view)`` (or, given ``buffers``, a read into
+    ``buffers(spare)`` then ``filled(size, spare)``); the end is
+    ``ended(None)``, or ``ended(error)`` if reading failed."""
 
     def __init__(
         self,
         fd: int,
         received: Callable[[memoryview], None],
         ended: Callable[[Exception | None], None],
+        buffers: Callable[[memoryview], list[memoryview]] | None = None,
+        filled: Callable[[int, memoryview], None] | None = None,
     ) -> None:
         self._fd: int | None = fd
         self._received = received
         self._ended = ended
+        self._buffers = buffers if filled is not None else None
+        self._filled = filled
         self._loop = asyncio.get_running_loop()
         os.set_blocking(fd, False)
         self._loop.add_reader(fd, self._ready)
@@ -63,17 +73,20 @@ class PipeReader:
         if self._fd is None:
             return
         buffer = read_buffer()
+        buffers = self._buffers
         try:
-            size = os.readv(self._fd, [buffer])
+            size = os.readv(self._fd, [buffer] if buffers is None else buffers(buffer))
         except (BlockingIOError, InterruptedError):
-            return
+            return  # nothing read: buffers() may be asked again
         except OSError as exc:
             self._end(exc)
             return
-        if size:
-            self._received(buffer[:size])
-        else:
+        if not size:
             self._end(None)
+        elif buffers is not None and self._filled is not None:
+            self._filled(size, buffer)
+        else:
+            self._received(buffer[:size])
 
     def _end(self, error: Exception | None) -> None:
         self.close()

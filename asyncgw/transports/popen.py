@@ -49,10 +49,15 @@ class _Protocol(asyncio.SubprocessProtocol):
         """Read the worker's output from pipe ``fd`` (ours from now on) into
         a reused buffer, not through asyncio's pipe transport (see
         :mod:`.pipereader`)."""
+        # Large payloads straight into the sink's buffers, unless a subclass
+        # looks at the output first (srun's).
+        direct = type(self).pipe_data_received is _Protocol.pipe_data_received
         self.output = PipeReader(
             fd,
             lambda data: self.pipe_data_received(1, data),
             lambda error: self.pipe_connection_lost(1, error),
+            getattr(self.sink, "read_buffers", None) if direct else None,
+            getattr(self.sink, "read_filled", None) if direct else None,
         )
 
     def pipe_data_received(self, fd: int, data: bytes | memoryview) -> None:
