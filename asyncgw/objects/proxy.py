@@ -38,7 +38,7 @@ import itertools
 import textwrap
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import module_source
@@ -154,22 +154,32 @@ class ObjectService:
                 future.set_exception(error)
         self._pending.clear()
 
-    async def request(self, op: str | int, *payload: Any) -> Any:
+    def request(self, op: str | int, *payload: Any) -> Awaitable[Any]:
         """Send a request, ``(rid, op, *payload)``, and await its result (a
         value, or a proxy or iterator for a reference). Cancelling sends a
         cancel for it (which stops it remotely where it is async)."""
+        return _Awaiting(self.requesting(op, *payload))
+
+    def requesting(self, op: str | int, *payload: Any) -> Generator[Any, None, Any]:
+        """:meth:`request` as the generator an ``__await__`` returns: a
+        chain's call is then one frame between the awaiting task and the
+        reply's future (an ``async def`` adds its own, and a wrapper)."""
         if self.dead is not None:
             raise self.dead
         rid = next(self._ids)
         future = self._loop.create_future()
         self._pending[rid] = future
         channel = self.channel
-        await channel.send((rid, op, *payload))
+        encoded = channel.encode((rid, op, *payload))
+        # Queued at once when the window has room (the common case), as the
+        # pool's links do; else sent when it has.
+        if not channel.send_encoded_nowait(encoded):
+            yield from channel.send_encoded(encoded).__await__()
         # About to wait for the reply: write the request now rather than one
         # loop iteration later (as a channel's receive does).
         channel.flush()
         try:
-            return await future
+            return (yield from future)
         except asyncio.CancelledError:
             self._pending.pop(rid, None)
             if self.dead is None:
@@ -236,6 +246,18 @@ class ObjectService:
         if kind == "r":
             return Proxy(self, result[1], result[2])
         raise ValueError(f"unknown reference kind in a batch: {kind!r:.50}")
+
+
+class _Awaiting:
+    """An awaitable over a generator that waits (:meth:`ObjectService.requesting`)."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: Generator[Any, None, Any]) -> None:
+        self._steps = steps
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._steps
 
 
 class _Waiter:
@@ -329,7 +351,11 @@ class Chain:
         return Chain(self._proxy, (*self._path, ("getitem", _encode(key))))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Chain:
-        return Chain(self._proxy, (*self._path, ("call", _encode(args), _encode(kwargs))))
+        for arg in args:
+            if type(arg) not in _PLAIN:
+                args = _encode(args)
+                break
+        return Chain(self._proxy, (*self._path, ("call", args, _encode(kwargs) if kwargs else {})))
 
     def _message(self) -> tuple[Any, ...]:
         """The request that evaluates this chain, without its id."""
@@ -344,21 +370,21 @@ class Chain:
             return (oid, name, *args)
         return "eval", (self._proxy._live_oid(), [list(step) for step in path])
 
-    def _evaluate(self) -> Coroutine[Any, Any, Any]:
-        return self._proxy._service.request(*self._message())
+    def _evaluate(self) -> Generator[Any, None, Any]:
+        return self._proxy._service.requesting(*self._message())
 
     def _evaluate_blocking(self) -> Any:
         """Evaluate from a thread other than the loop's, blocking."""
         return self._proxy._service.request_blocking(*self._message())
 
     def __await__(self) -> Generator[Any, None, Any]:
-        return self._evaluate().__await__()
+        return self._evaluate()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
-        iterator = await self._evaluate()
+        iterator = await self
         if not isinstance(iterator, RemoteIterator):
             raise TypeError(f"{self!r} is not a remote generator")
         async with iterator:
@@ -376,12 +402,15 @@ class Chain:
 class Proxy:
     """A remote object (see the module docstring)."""
 
-    __slots__ = ("__weakref__", "_finalizer", "_oid", "_service", "_typename")
+    __slots__ = ("__weakref__", "_closed", "_finalizer", "_oid", "_service", "_typename")
 
     def __init__(self, service: ObjectService, oid: int, typename: str) -> None:
         self._service = service
         self._oid = oid
         self._typename = typename
+        # The finalizer runs at collection (or exit); a proxy in use is not
+        # collected, so only close() ends it early, and says so here.
+        self._closed = False
         self._finalizer = weakref.finalize(self, service.release_later, oid)
 
     def __getattr__(self, name: str) -> Chain:
@@ -403,7 +432,7 @@ class Proxy:
 
         :raises ReferenceError: once the proxy was closed (its object released).
         """
-        if not self._finalizer.alive:
+        if self._closed:
             raise ReferenceError(f"{self!r} was closed: its remote object is released")
         return self._oid
 
@@ -413,6 +442,7 @@ class Proxy:
         ``ReferenceError`` (a remote call that names a released object by
         other means raises a :class:`~asyncgw.RemoteError` of type
         ``ReferenceError``)."""
+        self._closed = True
         if self._finalizer.detach() is not None and self._service.dead is None:
             await self._service._send_quietly((0, "release", [self._oid]))
 

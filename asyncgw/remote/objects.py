@@ -188,18 +188,40 @@ class Service:
         return value
 
     def handle(self, request: Any) -> None:
-        """Answer one request (called for each, by the channel)."""
-        if type(request) is not tuple or len(request) < 3:
+        """Answer one request (called for each, by the channel). The common
+        one, ``(rid, oid, name, arg, ...)``, a method call, takes the
+        shortest path: a plain result is sent as it is."""
+        if type(request) is tuple and len(request) > 2 and type(request[1]) is int:
+            rid = request[0]
+            try:
+                try:
+                    obj = self.objects[request[1]]
+                except KeyError:
+                    obj = self.get(request[1])  # raises, naming the id
+                args = request[3:]  # type: Any
+                for arg in args:
+                    if type(arg) not in _PLAIN:
+                        args = [self.resolve(arg) for arg in args]
+                        break
+                result = getattr(obj, request[2])(*args)
+                if type(result) in _PLAIN:
+                    reply = (rid, result)  # type: Tuple[Any, ...]
+                else:
+                    if inspect.isawaitable(result):
+                        result = self.wait(rid, result)
+                    reply = self.reply(rid, result)
+            except BaseException as exc:
+                reply = self.error_reply(rid, exc)
+            try:
+                self.channel.send(reply)
+            except BaseException as exc:
+                self.reply_failed(rid, exc)
+            return
+        if type(request) is not tuple or len(request) != 3:
             if request is _END:
                 self.ended.set()
             return  # not a request of ours: nobody to answer
-        rid = request[0]
-        if type(request[1]) is int:
-            self.answer_call(rid, request)
-            return
-        if len(request) != 3:
-            return
-        op, payload = request[1], request[2]
+        rid, op, payload = request
         if op == "release" and not rid:
             self.op_release(rid, payload)
         elif op == "cancel":
@@ -209,51 +231,30 @@ class Service:
         else:
             self.answer(rid, op, payload)
 
-    def answer_call(self, rid: Any, request: Tuple[Any, ...]) -> None:
-        """The common request, ``(rid, oid, name, arg, ...)``: a method
-        call, on the shortest path (a value is sent as it is)."""
-        try:
-            function = getattr(self.get(request[1]), request[2])
-            args = request[3:]  # type: Any
-            for arg in args:
-                if type(arg) not in _PLAIN:
-                    args = [self.resolve(arg) for arg in args]
-                    break
-            result = function(*args)
-            if type(result) in _PLAIN:
-                reply = (rid, result)  # type: Tuple[Any, ...]
-            else:
-                if inspect.isawaitable(result):
-                    result = self.wait(rid, result)
-                reply = self.reply(rid, result)
-        except BaseException as exc:
-            reply = self.error_reply(rid, exc)
-        self.send_reply(rid, reply)
-
     def answer(self, rid: Any, op: Any, payload: Any) -> None:
         """Run one request and send its reply: its result, or its error."""
         try:
             reply = self.ops[op](self, rid, payload)  # type: ignore[attr-defined]
         except BaseException as exc:
             reply = self.error_reply(rid, exc)
-        self.send_reply(rid, reply)
+        try:
+            self.channel.send(reply)
+        except BaseException as exc:
+            self.reply_failed(rid, exc)
 
     def error_reply(self, rid: Any, exc: BaseException) -> Tuple[Any, ...]:
         if isinstance(exc, concurrent.futures.CancelledError):
             return (rid, "err", "CancelledError", "cancelled remotely", "")
         return (rid, "err", *describe(exc, self.channel._worker.max_frame // _TEXT_SHARE))
 
-    def send_reply(self, rid: Any, reply: Tuple[Any, ...]) -> None:
-        try:
-            self.channel.send(reply)
+    def reply_failed(self, rid: Any, exc: BaseException) -> None:
+        """A reply could not be sent (``exc``): unless the caller is gone,
+        the reply could not be encoded (too big for max_frame, a value the
+        wire refuses), which is this call's error, not a silence."""
+        if self.channel.isclosed():
             return
-        except BaseException as exc:
-            if self.channel.isclosed():
-                return  # the caller is gone
-            # The reply could not be encoded (too big for max_frame, a value
-            # the wire refuses): that is this call's error, not a silence.
-            limit = self.channel._worker.max_frame // _TEXT_SHARE
-            error = describe(exc, limit, "the reply could not be sent: ")
+        limit = self.channel._worker.max_frame // _TEXT_SHARE
+        error = describe(exc, limit, "the reply could not be sent: ")
         try:
             self.channel.send((rid, "err", *error))
         except BaseException:
