@@ -38,6 +38,7 @@ from ._wire import (
     check_frame_size,
     clip_text,
     dumps,
+    dumps_bulk,
     encode_ack,
     loads,
 )
@@ -346,7 +347,17 @@ class Channel:
         :raises ChannelIOError: if the channel is closed.
         :raises GatewayLost: if the remote interpreter went away.
         """
-        await self.send_encoded(self.encode(item))
+        bulk = dumps_bulk(item)
+        if bulk is None:
+            await self.send_encoded(self.encode(item))
+            return
+        # A large bytes or str value: written after its head, not copied
+        # into a payload first (a fresh megabyte a send, page faults and all).
+        self._check_sendable()
+        head, body = bulk
+        if len(head) + len(body) > self._router.max_frame:
+            check_frame_size(head + body, self._router.max_frame)  # raises DumpError
+        await self.send_encoded(head, body)
 
     def encode(self, item: object) -> bytes:
         """The payload ``send`` would write for ``item``. Thread-safe: the
@@ -364,33 +375,34 @@ class Channel:
                 raise self._error
             raise ChannelIOError(f"cannot send to closed channel {self.id}")
 
-    async def send_encoded(self, payload: bytes) -> None:
-        """Send a payload made by :meth:`encode`; the second half of ``send``.
-        Cancelling the wait sends nothing."""
+    async def send_encoded(self, payload: bytes, tail: bytes = b"") -> None:
+        """Send a payload made by :meth:`encode`; the second half of ``send``
+        (the payload ``payload + tail``, if given a ``tail``). Cancelling
+        the wait sends nothing."""
         while True:
             # Wait for the transport before queueing, not after: a send
             # cancelled while it waits has then sent nothing.
             if self._router._writable is not None:
                 await self._router.drain()
-            if self.send_encoded_nowait(payload):
+            if self.send_encoded_nowait(payload, tail):
                 return
             self._credit = self._loop.create_future()
             await self._credit
 
-    def send_encoded_nowait(self, payload: bytes) -> bool:
-        """Queue ``payload`` for writing if the remote window has room for
-        it; return False, having done nothing, if it has not.
+    def send_encoded_nowait(self, payload: bytes, tail: bytes = b"") -> bool:
+        """Queue ``payload`` (followed by ``tail``) for writing if the remote
+        window has room for it; return False, having done nothing, if it has not.
 
         :raises ChannelIOError: if the channel is closed.
         :raises GatewayLost: if the remote interpreter went away.
         """
         self._check_sendable()
-        cost = len(payload) + FRAME_COST
+        cost = len(payload) + len(tail) + FRAME_COST
         with self._router.write_lock:
             if self._outstanding > 0 and self._outstanding + cost > self.gateway.window:
                 return False
             self._outstanding += cost
-            self._router.write_frame(DATA, self.id, payload)
+            self._router.write_frame(DATA, self.id, payload, tail)
         return True
 
     def send_from_thread(self, payload: bytes) -> bool:

@@ -299,15 +299,25 @@ class Router:
         if self.lost is not None:
             raise self.lost
 
-    def write_frame(self, msgtype: int, ident: int, payload: bytes = b"") -> None:
+    def write_frame(
+        self, msgtype: int, ident: int, payload: bytes = b"", tail: bytes = b""
+    ) -> None:
         """Queue a frame; it is written by the end of this loop iteration.
+        Its payload is ``payload`` followed by ``tail`` (a large one, written
+        as it is, not copied).
 
         :raises GatewayLost: if the gateway is gone.
         """
         if self.lost is not None:
             raise self.lost
-        header = HEADER.pack(msgtype, ident, len(payload))
+        header = HEADER.pack(msgtype, ident, len(payload) + len(tail))
         with self.write_lock:
+            if tail:
+                self.flush()
+                assert self.transport is not None
+                self.transport.write(header + payload)
+                self.transport.write(tail)
+                return
             if len(payload) >= LARGE_PAYLOAD:
                 self.flush()
                 assert self.transport is not None

@@ -500,6 +500,23 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
     return b"".join(parts)
 
 
+def dumps_bulk(obj: object) -> tuple[bytes, bytes] | None:
+    """For a bytes or str value of :data:`LARGE_FRAME` bytes or more: the
+    payload ``dumps`` makes of it, as its 5-byte head and its body (the
+    value itself, for bytes), to be written one after the other instead of
+    copied together; else None."""
+    t = type(obj)
+    if t is bytes:
+        data: bytes = obj  # type: ignore[assignment]
+    elif t is str and len(obj) >= LARGE_FRAME // 4:  # type: ignore[arg-type]
+        data = obj.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+    else:
+        return None
+    if len(data) < LARGE_FRAME:
+        return None
+    return (b"b" if t is bytes else b"s") + _U32.pack(len(data)), data
+
+
 class _TooDeep:
     pass
 

@@ -24,6 +24,7 @@ from .._errors import HostNotFound
 from .._fdlimit import original_soft_limit
 from ._base import OpenContext, StreamSink, Transport
 from .pipereader import PipeReader
+from .pipewriter import PipeWriter
 
 if TYPE_CHECKING:
     from .._spec import XSpec
@@ -129,11 +130,27 @@ class PopenTransport(Transport):
         # uvloop's pipe transports are not asyncio.WriteTransport subclasses.
         self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
         _enlarge_pipe(transport.get_pipe_transport(0))
+        # asyncio's pipe transport copies what the pipe does not take at
+        # once; the writer keeps the bytes objects instead (see .pipewriter).
+        # The transport keeps the pipe: it closes it, once the writer is done.
+        self._writer: PipeWriter | None = None
+        fd = self.stream_fd()
+        loop = asyncio.get_running_loop()
+        if (
+            fd is not None
+            and self._stdin.get_extra_info("pipe") is not None
+            and type(loop).__module__.startswith("asyncio")  # uvloop: its own transport
+            and not os.get_blocking(fd)
+        ):
+            self._writer = PipeWriter(fd, protocol.pause_writing, protocol.resume_writing)
 
     def write(self, data: bytes) -> None:
         if self._stdin.is_closing():
             return  # closed at termination (uvloop raises here): the end is reported anyway
-        self._stdin.write(data)
+        if self._writer is not None:
+            self._writer.write(data)  # nothing after close_input: closed, or draining to close
+        else:
+            self._stdin.write(data)
 
     def stream_fd(self) -> int | None:
         # asyncio's pipe transports name their pipe; uvloop's a socket (it
@@ -145,9 +162,18 @@ class PopenTransport(Transport):
             return None
 
     def write_buffer_size(self) -> int:
-        return self._stdin.get_write_buffer_size()
+        size = self._stdin.get_write_buffer_size()
+        return size if self._writer is None else size + self._writer.size
 
     def close_input(self) -> None:
+        if self._writer is None:
+            self._stdin.close()
+        else:  # what was written first, then the end of file
+            self._writer.when_drained(self._close_stdin)
+
+    def _close_stdin(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
         self._stdin.close()
 
     def diagnosis(self) -> str:
@@ -167,6 +193,8 @@ class PopenTransport(Transport):
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._protocol.exited)
+        if self._writer is not None:
+            self._writer.close()
         self._transport.close()
 
     async def kill(self) -> None:
@@ -179,6 +207,8 @@ class PopenTransport(Transport):
         # The group may outlive the worker: remote code may have started children.
         self._signal(signal.SIGKILL)
         await asyncio.shield(self._protocol.exited)
+        if self._writer is not None:
+            self._writer.close()
         self._transport.close()
 
     def _signal(self, signum: int) -> None:
