@@ -299,4 +299,8 @@ def test_group_over_an_salloc_allocation(cluster: SlurmCluster, tmp_path: Path) 
     assert results["map"] == [x * x for x in range(100)]
     assert sorted(results["queue_inside"]) == [f"{job}.0", f"{job}.1"]
     assert results["steps_after"] == []
-    assert "agw-alloc" not in cluster.run("squeue", "-h", "-o", "%j").stdout
+    # salloc has returned; slurmctld lists the job until it has completed it.
+    _wait_until(
+        lambda: "agw-alloc" not in cluster.run("squeue", "-h", "-o", "%j").stdout,
+        "the allocation to end",
+    )
