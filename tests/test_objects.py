@@ -163,9 +163,9 @@ async def test_a_chain_is_one_round_trip(gw: asyncgw.Gateway) -> None:
     router = gw._router
     write_frame = router.write_frame
 
-    def counting(kind: int, channel: int, payload: bytes) -> None:
+    def counting(kind: int, channel: int, payload: bytes = b"", tail: bytes = b"") -> None:
         frames.append(channel)
-        write_frame(kind, channel, payload)
+        write_frame(kind, channel, payload, tail)
 
     router.write_frame = counting  # type: ignore[method-assign]
     try:

@@ -399,6 +399,51 @@ class Chain:
         return f"<Chain {self._proxy!r}{text}>"
 
 
+class _Method(Chain):
+    """``proxy.name``, the chain a method call starts from: called without
+    keywords, it makes a :class:`_Call`."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, proxy: Proxy, name: str) -> None:
+        self._proxy = proxy
+        self._name = name
+        self._path = (("getattr", name),)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Chain:
+        if kwargs:
+            return Chain.__call__(self, *args, **kwargs)
+        for arg in args:
+            if type(arg) not in _PLAIN:
+                args = _encode(args)
+                break
+        return _Call(self._proxy, self._name, args)
+
+
+class _Call(Chain):
+    """``proxy.name(*args)``, the common chain: its request is flat,
+    ``(oid, name, *args)``, made with no path to read."""
+
+    __slots__ = ("_args", "_name")
+
+    def __init__(self, proxy: Proxy, name: str, args: tuple[Any, ...]) -> None:
+        self._proxy = proxy
+        self._name = name
+        self._args = args
+
+    @property
+    def _path(self) -> tuple[tuple[Any, ...], ...]:  # type: ignore[override]
+        """As a chain (for a chain that goes on from the call, or repr)."""
+        return (("getattr", self._name), ("call", self._args, {}))
+
+    def _message(self) -> tuple[Any, ...]:
+        return (self._proxy._live_oid(), self._name, *self._args)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        proxy = self._proxy
+        return proxy._service.requesting(proxy._live_oid(), self._name, *self._args)
+
+
 class Proxy:
     """A remote object (see the module docstring)."""
 
@@ -416,7 +461,7 @@ class Proxy:
     def __getattr__(self, name: str) -> Chain:
         if name.startswith("__"):
             raise AttributeError(name)
-        return Chain(self, (("getattr", name),))
+        return _Method(self, name)
 
     def __getitem__(self, key: Any) -> Chain:
         return Chain(self, (("getitem", _encode(key)),))
