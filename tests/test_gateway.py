@@ -167,6 +167,20 @@ async def test_remote_status_and_info(gateway: asyncgw.Gateway) -> None:
     assert os.path.isabs(info.cwd) and os.path.isabs(info.executable)
 
 
+async def test_code_whose_close_arrived_is_no_longer_counted_as_executing(
+    gateway: asyncgw.Gateway,
+) -> None:
+    """The close a caller waits for comes after the worker stopped counting
+    the code as executing (execnet's test_gateway_status_simple relies on
+    it): never a status that still counts finished code."""
+    counts = []
+    for _ in range(200):
+        channel = gateway.remote_exec("pass")
+        await channel.waitclose(timeout=5)
+        counts.append((await gateway.remote_status()).numexecuting)
+    assert counts == [0] * 200
+
+
 async def test_every_value_type_travels_both_ways(gateway: asyncgw.Gateway) -> None:
     values = [
         None, True, False, 0, -1, 2**70, -(2**200), 1.5, float("inf"), 1 + 2j, "", "héllo",

@@ -148,6 +148,7 @@ class Worker:
         self._dropped: list[int] = []  # closes of channels collected meanwhile
         self._next_id = 2  # the remote side numbers its channels even
         self._executing = 0
+        self._closing = 0  # finished code whose close is being sent
         self._terminating = False
         self._idle = threading.Condition(self._lock)
         self._loop: Any = None
@@ -185,6 +186,34 @@ class Worker:
             except OSError:
                 # The local side is gone; nobody is left to tell.
                 _exit(0)
+            finally:
+                self._writer = 0
+
+    def write_parts(
+        self, msgtype: int, ident: int, parts: list[bytes | memoryview], size: int
+    ) -> None:
+        """Write a frame whose payload is ``parts`` (``size`` bytes in all),
+        with one ``writev``: a large body is not copied into one payload."""
+        if len(parts) == 1:
+            self.write_frame(msgtype, ident, parts[0])  # type: ignore[arg-type]
+            return
+        buffers = [HEADER.pack(msgtype, ident, size), *parts]
+        with self._write_lock:
+            self._writer = threading.get_ident()
+            try:
+                while buffers:
+                    written = os.writev(self.wfd, buffers)
+                    while written:
+                        head = buffers[0]
+                        if written < len(head):
+                            buffers[0] = memoryview(head)[written:]
+                            break
+                        written -= len(head)
+                        del buffers[0]
+                while self._dropped:  # collected while we wrote: close them now
+                    self._write_all(HEADER.pack(CLOSE, self._dropped.pop(), 0))
+            except OSError:
+                _exit(0)  # the local side is gone; nobody is left to tell
             finally:
                 self._writer = 0
 
@@ -401,10 +430,21 @@ class Worker:
     def _finish(self, channel: Channel, error: str | None) -> None:
         self.reading.step_aside()  # this thread's code is done: it reads no more
         channel._executing = False
-        channel._send_close(error, override=True)
+        # No longer executing before the close goes out (whoever saw the
+        # close and asks for the status finds it counted), but not idle
+        # until it has gone: the worker must not exit with it unsent.
         with self._lock:
             self._executing -= 1
-            self._idle.notify_all()
+            self._closing += 1
+        try:
+            channel._send_close(error, override=True)
+        finally:
+            with self._lock:
+                self._closing -= 1
+                self._idle.notify_all()
+
+    def _is_idle(self) -> bool:
+        return not self._executing and not self._closing
 
     def _event_loop(self) -> Any:
         if self._loop is None:
@@ -518,14 +558,14 @@ class Worker:
 
     def _exit_when_idle(self, grace: float | None) -> None:
         with self._lock:
-            idle = self._idle.wait_for(lambda: not self._executing, grace)
+            idle = self._idle.wait_for(self._is_idle, grace)
         if not idle:
             # As execnet: interrupt the main thread's code, then leave anyway.
             import _thread
 
             _thread.interrupt_main()
             with self._lock:
-                self._idle.wait_for(lambda: not self._executing, INTERRUPT_WAIT)
+                self._idle.wait_for(self._is_idle, INTERRUPT_WAIT)
         for hook in self.exit_hooks:
             try:
                 hook()
