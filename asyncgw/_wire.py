@@ -478,7 +478,28 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
 
     :raises DumpError: naming the type and its location, e.g. ``value[2]['k']``.
     """
-    parts: list[bytes] = []
+    return b"".join(_dump_parts(obj, channel_id))
+
+
+def dumps_parts(obj: object, channel_id: ChannelId | None = None) -> list[bytes | memoryview]:
+    """As :func:`dumps`, but a value whose encoding has a body of
+    :data:`LARGE_FRAME` bytes or more (a bytes or str value's, an array's)
+    in at most 64 pieces comes as those pieces, not copied together: write
+    them one after the other, before the value can change (an array's body
+    is a view of its own buffer). Else a list of one bytes.
+
+    :raises DumpError: as :func:`dumps`.
+    """
+    parts = _dump_parts(obj, channel_id)
+    if 1 < len(parts) <= 64:
+        for part in parts:
+            if len(part) >= LARGE_FRAME:
+                return parts
+    return [b"".join(parts)]
+
+
+def _dump_parts(obj: object, channel_id: ChannelId | None) -> list[bytes | memoryview]:
+    parts: list[bytes | memoryview] = []
     try:
         _encode(obj, parts.append, channel_id, 0)
     except _Unencodable as exc:
@@ -497,7 +518,7 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
             "bytes, list, tuple, dict, set, frozenset, numpy arrays and channels travel"
             % (kind.__module__, kind.__qualname__, where)
         ) from None
-    return b"".join(parts)
+    return parts
 
 
 def dumps_bulk(obj: object) -> tuple[bytes, bytes] | None:

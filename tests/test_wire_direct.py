@@ -276,3 +276,39 @@ async def test_large_values_through_a_gateway_arrive_whole() -> None:
             else:
                 assert got == value
         await channel.waitclose(timeout=30)
+
+
+def test_dumps_parts_leaves_large_bodies_unjoined() -> None:
+    numpy = pytest.importorskip("numpy")
+    array = numpy.arange(20_000, dtype="<f8")
+    for value in [b"x" * 70_000, "é" * 40_000, (1, [array, None], "tail"), array]:
+        parts = _wire.dumps_parts(value)
+        assert len(parts) > 1
+        assert b"".join(parts) == dumps(value)
+    for value in [b"x" * 1000, [b"x" * 70_000] * 65, 12, array[:10]]:  # small, or too many parts
+        parts = _wire.dumps_parts(value)
+        assert len(parts) == 1 and parts[0] == dumps(value)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("await_", ["", "await "])
+async def test_large_values_sent_by_remote_code_are_as_they_were_at_send(await_: str) -> None:
+    """The far side writes a large body without copying it first, or copies
+    it before waiting for window: an array changed right after ``send``
+    arrives as it was (sync remote code, and async)."""
+    pytest.importorskip("numpy")
+    source = (
+        "import numpy\n"
+        "array = numpy.zeros(1 << 19)  # 4 MiB: the third waits for window\n"
+        "for n in range(6):\n"
+        "    array[:] = n\n"
+        f"    {await_}channel.send(array)\n"
+        "    array[:] = -1\n"
+    )
+    async with asyncgw.Group() as group:
+        gateway = await group.makegateway("popen")
+        channel = gateway.remote_exec(source)
+        for n in range(6):
+            got = await channel.receive()
+            assert got.min() == got.max() == n
+        await channel.waitclose(timeout=30)

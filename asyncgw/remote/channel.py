@@ -24,7 +24,7 @@ from .._wire import (
     LoadError,
     check_frame_size,
     clip_text,
-    dumps,
+    dumps_parts,
     encode_ack,
     loads,
 )
@@ -285,9 +285,15 @@ class Channel:
         if self._closed or self._remote_closed:
             raise OSError("cannot send to closed channel %d" % self.id)
 
-    def _encode_for_send(self, item: object) -> bytes:
+    def _encode_for_send(self, item: object) -> tuple[list[bytes | memoryview], int]:
+        """The payload's pieces (see ``dumps_parts``: a large body is not
+        copied into one payload) and its size."""
         self._check_open()
-        return check_frame_size(dumps(item, self._worker.id_of_channel), self._worker.max_frame)
+        parts = dumps_parts(item, self._worker.id_of_channel)
+        size = len(parts[0]) if len(parts) == 1 else sum([len(part) for part in parts])
+        if size > self._worker.max_frame:
+            check_frame_size(b"".join(parts), self._worker.max_frame)  # raises DumpError
+        return parts, size
 
     def _reserve(self, cost: int) -> bool:
         """Take ``cost`` bytes of window if free (caller holds _cond)."""
@@ -298,14 +304,16 @@ class Channel:
 
     def send(self, item: object) -> None:
         """Send a value; blocks while the receiver's window is full."""
-        payload = self._encode_for_send(item)
-        cost = len(payload) + FRAME_COST
+        parts, size = self._encode_for_send(item)
+        cost = size + FRAME_COST
         with self._cond:
-            while not self._reserve(cost):
-                self._check_open()
-                self._worker.reading.step_aside()  # the acknowledgement comes through a reader
-                self._cond.wait()
-        self._worker.write_frame(DATA, self.id, payload)
+            if not self._reserve(cost):
+                parts = [b"".join(parts)]  # the value as it is now: it may change meanwhile
+                while not self._reserve(cost):
+                    self._check_open()
+                    self._worker.reading.step_aside()  # the acknowledgement comes through a reader
+                    self._cond.wait()
+        self._worker.write_parts(DATA, self.id, parts, size)
 
     def setcallback(
         self, callback: Callable[[Any], None], endmarker: object = _NO_ENDMARKER
@@ -520,13 +528,15 @@ class AsyncChannel:
 
     async def send(self, item: object) -> None:
         channel = self._channel
-        payload = channel._encode_for_send(item)
-        cost = len(payload) + FRAME_COST
+        parts, size = channel._encode_for_send(item)
+        cost = size + FRAME_COST
         with channel._cond:
-            while not channel._reserve(cost):
-                channel._check_open()
-                await self._wait()
-        channel._worker.write_frame(DATA, channel.id, payload)
+            if not channel._reserve(cost):
+                parts = [b"".join(parts)]  # the value as it is now: it may change meanwhile
+                while not channel._reserve(cost):
+                    channel._check_open()
+                    await self._wait()
+        channel._worker.write_parts(DATA, channel.id, parts, size)
 
     def close(self, error: str | None = None) -> None:
         self._channel.close(error)
