@@ -586,15 +586,17 @@ def environment(args: argparse.Namespace, config: Config) -> dict[str, Any]:
 
 #: The issue's targets, asyncgw's median over the peer's (see docs/benchmarks.rst).
 TARGETS = (
-    Target("1 popen gateway", "1 popen gateway", "asyncgw", "execnet", 0.6),
-    Target("1 popen gateway, against a bare start", "1 popen gateway", "asyncgw", "bound", 2.0),
+    Target("1 popen gateway", "1 popen gateway", "asyncgw", "execnet", 0.5),
+    Target("1 popen gateway, against a bare start", "1 popen gateway", "asyncgw", "bound", 1.5),
     Target("8 popen gateways", "8 popen gateways", "asyncgw", "execnet", 0.35,
            note="execnet starts its gateways one at a time (it has no parallel start)"),
     Target("32 popen gateways", "32 popen gateways", "asyncgw", "execnet", 0.3,
            note="execnet starts its gateways one at a time (it has no parallel start)"),
     Target("round trip, async API", "round trip", "asyncgw", "execnet", 0.8),
-    Target("round trip, asyncgw.sync", "round trip", "sync", "execnet", 1.0),
-    Target("one-way small ints, async API", "one-way small ints", "asyncgw", "execnet", 2.0,
+    Target("round trip, async API, against a bare pipe echo", "round trip", "asyncgw", "bound",
+           1.3),
+    Target("round trip, asyncgw.sync", "round trip", "sync", "execnet", 0.7),
+    Target("one-way small ints, async API", "one-way small ints", "asyncgw", "execnet", 3.0,
            at_most=False),
     Target("one-way small ints, asyncgw.sync", "one-way small ints", "sync", "execnet", 1.0,
            at_most=False),

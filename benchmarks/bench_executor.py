@@ -465,7 +465,7 @@ def report(env: dict[str, Any], rows: list[Result], args: argparse.Namespace) ->
         target(
             "per-task overhead, asyncgw auto / ProcessPoolExecutor chunksize 1",
             agw_auto / ppe1,
-            0.2,
+            0.05,
         )
     )
     lines.append(
@@ -516,7 +516,7 @@ def target_list(rows: list[Result]) -> list[Target]:
     tasks_row, cpu_row, start_row = rows
     tasks, cpu, start = tasks_row.workload, cpu_row.workload, start_row.workload
     found = [
-        Target("per-task overhead, asyncgw", tasks, "asyncgw auto", "ProcessPoolExecutor 1", 0.2),
+        Target("per-task overhead, asyncgw", tasks, "asyncgw auto", "ProcessPoolExecutor 1", 0.05),
         Target("per-task overhead, asyncgw.sync", tasks, "asyncgw.sync auto",
                "ProcessPoolExecutor 1", 0.2),
         Target("CPU-bound speedup at 2 workers (1 process / asyncgw)", cpu, "1 process",
