@@ -28,7 +28,9 @@ async def test_gateways_to_one_host_share_a_connection(ssh_keys: Keys) -> None:
         pids = await group.remote_exec("import os; channel.send(os.getpid())").receive_each()
         assert len(set(pids)) == 8
         assert stats.connections == 1
-        assert stats.sessions == 8
+        # 8 exec sessions, and the fork server tried for the second one:
+        # this server refuses streamlocal channels (test_ssh_forkserver.py).
+        assert stats.sessions == 8 + 1
         assert all(gw.is_alive for gw in gws)
 
 

@@ -17,15 +17,41 @@ Unix stream socket to the local side as fd 0. Over it, in ``_wire`` frames:
 
 End of input ends the fork server; its workers stay (they end at the end of
 their own input, like any worker).
+
+With ``listen`` in its config (ssh gateways: ``transports/sshfork.py``) it
+is started in an exec session, fd 0 and 1 being pipes from sshd, and
+passes no descriptors. It makes a fresh directory, mode 0700, in the temp
+directory and listens on a Unix socket there, whose path its HELLO names;
+the local side reaches it over the same SSH connection (direct-streamlocal
+channels). Each accepted connection first carries one ``DATA`` (request
+id, ``dumps(config)``) frame; the fork server reads exactly that frame and
+forks a worker whose stdin and stdout are the connection and whose stderr
+is its own. Replies and exit reports travel on fd 1 as above; on fd 0 the
+local side may send ``DATA`` (0, ``dumps(["kill", pid])``) to kill a
+worker's process group (only a child that has not been reaped). A
+connection from another user (``SO_PEERCRED``, where the system has it) is
+closed unread. End of input removes the socket and the directory.
 """
 
 import os
 import select
 import signal
 import socket
+import struct
 import sys
 
-from .._wire import CLOSE_ERROR, DATA, HELLO, MAGIC, FrameDecoder, dumps, encode_frame, loads
+from .._wire import (
+    CLOSE_ERROR,
+    DATA,
+    HEADER,
+    HEADER_SIZE,
+    HELLO,
+    MAGIC,
+    FrameDecoder,
+    dumps,
+    encode_frame,
+    loads,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,9 +59,16 @@ if TYPE_CHECKING:
 
 #: File descriptors that come with each request: stdin, stdout, stderr.
 FDS_PER_REQUEST = 3
+#: The largest request (a worker's config) a listening fork server reads.
+MAX_REQUEST = 1024 * 1024
+#: Longest Unix socket path that binds everywhere (sun_path is 104-108 bytes).
+MAX_SOCKET_PATH = 100
 
 
 def main(config: "dict[str, Any]") -> None:
+    if config.get("listen"):
+        _Listener(config).serve()
+        return
     control = socket.socket(fileno=os.dup(0))
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -54,7 +87,7 @@ def main(config: "dict[str, Any]") -> None:
         readable = wait()
         if wake_r in readable:
             os.read(wake_r, 4096)
-            _reap(control)
+            _reap(control.sendall)
         if control.fileno() not in readable:
             continue
         data, received, _flags, _addr = socket.recv_fds(control, 65536, 64)
@@ -91,16 +124,18 @@ def _ignore(signum: int, frame: object) -> None:
     pass
 
 
-def _reap(control: socket.socket) -> None:
+def _reap(send: "Callable[[bytes], Any]") -> "List[int]":
+    """Reap every ended child, reporting each through ``send``; return their pids."""
+    reaped: "List[int]" = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            return
+            return reaped
         if pid == 0:
-            return
-        code = os.waitstatus_to_exitcode(status)
-        control.sendall(encode_frame(DATA, 0, dumps([pid, code])))
+            return reaped
+        reaped.append(pid)
+        send(encode_frame(DATA, 0, dumps([pid, os.waitstatus_to_exitcode(status)])))
 
 
 def _fork(
@@ -119,25 +154,26 @@ def _fork(
             reply = encode_frame(CLOSE_ERROR, request, str(exc).encode("utf-8", "replace"))
         else:
             if pid == 0:
-                _become_worker(control, config, streams, wake)
+                _become_worker([control, *wake], config, streams)
             reply = encode_frame(DATA, request, dumps(pid))
     for fd in streams:
         os.close(fd)
     control.sendall(reply)
 
 
-def _become_worker(
-    control: socket.socket, config: "dict[str, Any]", streams: "List[int]", wake: "tuple[int, int]"
-) -> None:
-    """In the child: shed the fork server's state, take the three streams as
-    fds 0-2 in a session of its own (as popen's children have), run a worker."""
+def _become_worker(shed: "List[Any]", config: "dict[str, Any]", streams: "List[int]") -> None:
+    """In the child: shed the fork server's state (``shed``: its sockets and
+    descriptors), take the three streams as fds 0-2 in a session of its own
+    (as popen's children have), run a worker."""
     status = 1
     try:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in wake:
-            os.close(fd)
-        control.close()
+        for item in shed:
+            if isinstance(item, int):
+                os.close(item)
+            else:
+                item.close()
         os.setsid()
         for target, fd in enumerate(streams):
             os.dup2(fd, target)
@@ -157,3 +193,202 @@ def _become_worker(
             sys.stderr.flush()
         finally:
             os._exit(status)
+
+
+class _Listener:
+    """A fork server for ssh gateways, listening on a Unix socket in a
+    private directory (see the module doc)."""
+
+    def __init__(self, config: "dict[str, Any]") -> None:
+        self.control_in = os.dup(0)
+        self.control_out = os.dup(1)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)  # nothing may write into the control stream by accident
+        os.close(devnull)
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, _ignore)
+        _preload(config.get("preload") or [])
+        self.directory = _private_directory()
+        self.path = os.path.join(self.directory, "forkserver")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.listener.bind(self.path)
+            self.listener.listen(64)
+        except BaseException:
+            self._remove()
+            raise
+        self.listener.setblocking(False)
+        #: Accepted connections whose request is still being read: fd -> [socket, bytes].
+        self.pending: "dict[int, List[Any]]" = {}
+        #: Forked workers not yet reaped: only those may be killed on request.
+        self.children: "set[int]" = set()
+        self.poller = select.poll()
+        for fd in (self.control_in, self.listener.fileno(), self.wake_r):
+            self.poller.register(fd, select.POLLIN)
+
+    def send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.control_out, view) :]
+
+    def serve(self) -> None:
+        status = 0
+        try:
+            hello = {"pid": os.getpid(), "forkserver": True, "socket": self.path}
+            self.send(MAGIC + encode_frame(HELLO, 0, dumps(hello)))
+            decoder = FrameDecoder()
+            while True:
+                for fd, _events in self.poller.poll():
+                    if fd == self.wake_r:
+                        os.read(self.wake_r, 4096)
+                        self.children.difference_update(_reap(self.send))
+                    elif fd == self.control_in:
+                        data = os.read(self.control_in, 65536)
+                        if not data:
+                            return  # the connection is closing
+                        for _msgtype, _ident, payload in decoder.feed(data):
+                            self._command(loads(payload))
+                    elif fd == self.listener.fileno():
+                        self._accept()
+                    elif fd in self.pending:
+                        self._read_request(fd)
+        except BaseException:
+            status = 1
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            self._remove()
+            os._exit(status)
+
+    def _remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        try:
+            os.rmdir(self.directory)
+        except OSError:
+            pass
+
+    def _command(self, command: "List[Any]") -> None:
+        if command[0] == "kill" and command[1] in self.children:
+            try:
+                os.killpg(command[1], signal.SIGKILL)  # its own session: its group
+            except OSError:
+                pass
+
+    def _accept(self) -> None:
+        try:
+            conn, _addr = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        if not _same_user(conn):
+            conn.close()
+            return
+        conn.setblocking(False)
+        self.pending[conn.fileno()] = [conn, b""]
+        self.poller.register(conn.fileno(), select.POLLIN)
+
+    def _drop(self, fd: int) -> None:
+        conn = self.pending.pop(fd)[0]
+        self.poller.unregister(fd)
+        conn.close()
+
+    def _read_request(self, fd: int) -> None:
+        """Read the request frame and not a byte more: what follows is the worker's."""
+        entry = self.pending[fd]
+        conn, received = entry
+        need = HEADER_SIZE - len(received)
+        if need <= 0:
+            need += HEADER.unpack_from(received)[2]
+        try:
+            chunk = conn.recv(need)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._drop(fd)
+            return
+        received = entry[1] = received + chunk
+        if len(received) < HEADER_SIZE:
+            return
+        msgtype, request, length = HEADER.unpack_from(received)
+        if msgtype != DATA or length > MAX_REQUEST:
+            self._drop(fd)
+            return
+        if len(received) < HEADER_SIZE + length:
+            return
+        try:
+            config = loads(received[HEADER_SIZE:])
+        except Exception:
+            config = None
+        if not isinstance(config, dict):
+            self._drop(fd)
+            return
+        conn.setblocking(True)  # the worker reads and writes it blocking (dups share this)
+        streams = [os.dup(fd), os.dup(fd), os.dup(2)]
+        self._drop(fd)
+        shed = [
+            self.listener,
+            self.control_in,
+            self.control_out,
+            self.wake_r,
+            self.wake_w,
+            *[entry[0] for entry in self.pending.values()],
+        ]
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            for stream in streams:
+                os.close(stream)
+            self.send(encode_frame(CLOSE_ERROR, request, str(exc).encode("utf-8", "replace")))
+            return
+        if pid == 0:
+            _become_worker(shed, config, streams)
+        for stream in streams:
+            os.close(stream)
+        self.children.add(pid)
+        self.send(encode_frame(DATA, request, dumps(pid)))
+
+
+def _private_directory() -> str:
+    """A fresh directory only this user can enter (0700, ours, not a link),
+    in the temp directory ($TMPDIR if its socket paths fit, else /tmp)."""
+    bases = [os.environ.get("TMPDIR") or "", "/tmp"]
+    for base in bases:
+        if not base or len(base) > MAX_SOCKET_PATH - 40:
+            continue
+        for _attempt in range(10):
+            path = os.path.join(base, "asyncgw-" + os.urandom(8).hex())
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                continue
+            except OSError:
+                break
+            os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; never widened
+            info = os.lstat(path)
+            if info.st_uid != os.getuid() or (info.st_mode & 0o7777) != 0o700:
+                os.rmdir(path)
+                break
+            return path
+    raise OSError("no private directory for the fork server's socket")
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Whether the peer of ``conn`` runs as this user (or root), where the
+    system tells (Linux: SO_PEERCRED); the directory's mode keeps others out
+    anyway."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return True
+    try:
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, option, 12))
+    except OSError:
+        return False
+    return uid in (os.getuid(), 0)

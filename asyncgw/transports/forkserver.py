@@ -35,10 +35,10 @@ from .._tasks import run_all
 from .._wire import (
     CLOSE_ERROR,
     DATA,
+    HEADER,
     HELLO,
     MAGIC,
     FrameDecoder,
-    ProtocolError,
     dumps,
     encode_frame,
     loads,
@@ -49,7 +49,7 @@ from .popen import PopenTransport, _Protocol, popen_argv
 if TYPE_CHECKING:
     from .._spec import XSpec
 
-__all__ = ["ForkServer", "ForkServers", "forkserver_key"]
+__all__ = ["ForkServer", "ForkServers", "forkserver_key", "read_greeting"]
 
 log = logging.getLogger("asyncgw")
 
@@ -211,26 +211,13 @@ class ForkServer:
             # Its workers inherit the limit it sets (see _fdlimit).
             bootstrap_payload({"preload": preload}, forkserver=True, nofile=original_soft_limit()),
         )
-        refused = ConnectionError("the interpreter did not answer as a fork server")
         received = b""
-        frames: list[tuple[int, int, bytes]] = []
-        while not frames:
+        while (greeting := read_greeting(received)) is None:
             chunk = await loop.sock_recv(self._control, 4096)
             if not chunk:
-                raise refused
+                raise ConnectionError("the interpreter did not answer as a fork server")
             received += chunk
-            if not received.startswith(MAGIC[: len(received)]):
-                raise refused
-            with contextlib.suppress(ProtocolError):  # refused below
-                frames = FrameDecoder().feed(received[len(MAGIC) :])
-            if len(received) > 4096:
-                break
-        try:
-            msgtype, _, payload = frames[0]
-            assert msgtype == HELLO and loads(payload)["forkserver"] is True
-        except Exception:
-            raise refused from None
-        self._decoder.feed(received[len(MAGIC) :])  # past the HELLO
+        self._decoder.feed(greeting[1])  # past the HELLO
         loop.add_reader(self._control.fileno(), self._on_readable)
 
     # -- forking
@@ -445,6 +432,37 @@ def _worker_pipes() -> tuple[list[int], list[int]]:
         raise
     (stdin_r, stdin_w), (out_r, out_w), (err_r, err_w) = pipes
     return [stdin_r, out_w, err_w], [stdin_w, out_r, err_r]
+
+
+#: The largest HELLO a fork server sends (its pid, and where it listens).
+MAX_GREETING = 4096
+
+
+def read_greeting(received: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """A fork server's greeting (``MAGIC``, then a HELLO that says "fork
+    server") at the start of ``received``: its HELLO and the bytes after it;
+    None while incomplete. Shared with the ssh transport's fork servers.
+
+    :raises ConnectionError: if the bytes are something else (an
+        interpreter that is not a fork server must not be sent requests).
+    """
+    refused = ConnectionError("the interpreter did not answer as a fork server")
+    if not received.startswith(MAGIC[: len(received)]):
+        raise refused
+    if len(received) < len(MAGIC) + HEADER.size:
+        return None
+    msgtype, _, length = HEADER.unpack_from(received, len(MAGIC))
+    end = len(MAGIC) + HEADER.size + length
+    if msgtype != HELLO or length > MAX_GREETING:
+        raise refused
+    if len(received) < end:
+        return None
+    try:
+        hello = loads(received[len(MAGIC) + HEADER.size : end])
+        assert isinstance(hello, dict) and hello["forkserver"] is True
+    except Exception:
+        raise refused from None
+    return hello, received[end:]
 
 
 def forkserver_key(spec: XSpec) -> tuple[str, ...] | None:

@@ -130,6 +130,9 @@ class _Connection:
     #: forwarded TCP channels, which sshd's MaxSessions does not count.
     tunnels: int = 0
     tunnel: _Connection | None = None
+    #: What users of the pool keep per connection, by key (the ssh
+    #: transport's fork servers): it goes with the connection.
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def idle(self) -> bool:
@@ -177,6 +180,11 @@ class Slot:
     @property
     def conn(self) -> asyncssh.SSHClientConnection:
         return self._connection.conn
+
+    @property
+    def extras(self) -> dict[str, Any]:
+        """State kept with this slot's connection (see ``_Connection.extras``)."""
+        return self._connection.extras
 
     def hold(self) -> Hold:
         """A hold on this slot's connection, to keep it open once idle."""
