@@ -6,6 +6,10 @@ does (turns, rotation, warm-up dropped, medians):
 
 - 1 ssh gateway: start, one round trip, exit;
 - 8 ssh gateways to the one host: start, one round trip each, exit;
+- the same 8 beside asyncgw's 1 gateway (the same samples, taken in the
+  same turns): the 2nd..8th gateway are forked by a fork server on the
+  host, so 8 should cost at most twice 1; asyncgw with every gateway in
+  an exec session of its own (no fork server) beside it;
 - round trip of a small int over an ssh gateway;
 - one-way 1 MiB chunks over an ssh gateway.
 
@@ -55,6 +59,7 @@ from harness import (
 )
 
 import asyncgw
+from asyncgw.transports import sshfork
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -128,22 +133,52 @@ def sshd_host() -> Iterator[Host]:
             server.wait(10)
 
 
-async def bench_start(config: Config, host: Host, count: int) -> Result:
+async def exec_sessions_start(count: int, spec: str) -> float:
+    """asyncgw's start with every gateway in an exec session (no fork server)."""
+    sshfork.enabled = False
+    try:
+        return await asyncgw_start(count, spec)
+    finally:
+        sshfork.enabled = True
+
+
+async def bench_start(config: Config, host: Host) -> list[Result]:
+    """1 and 8 gateways, both contenders, taking turns in one measurement."""
+    aspec, espec = host.asyncgw_spec(), host.execnet_spec()
     samples = await measure(
         config.warmup,
         config.start_reps,
         {
-            "asyncgw": lambda: asyncgw_start(count, host.asyncgw_spec()),
-            "execnet": blocking(lambda: execnet_start(count, host.execnet_spec())),
+            "asyncgw 1": lambda: asyncgw_start(1, aspec),
+            "execnet 1": blocking(lambda: execnet_start(1, espec)),
+            "asyncgw 8": lambda: asyncgw_start(8, aspec),
+            "asyncgw 8 exec": lambda: exec_sessions_start(8, aspec),
+            "execnet 8": blocking(lambda: execnet_start(8, espec)),
         },
     )
-    what = "1 ssh gateway" if count == 1 else f"{count} ssh gateways, one host"
-    return Result(
-        f"{what}: start+rt+exit",
-        "ms",
-        higher_is_better=False,
-        samples={name: [s * 1000 for s in values] for name, values in samples.items()},
-    )
+    ms = {name: [s * 1000 for s in values] for name, values in samples.items()}
+
+    def row(workload: str, **names: str) -> Result:
+        return Result(
+            workload,
+            "ms",
+            higher_is_better=False,
+            samples={column: ms[name] for column, name in names.items()},
+        )
+
+    return [
+        row("1 ssh gateway: start+rt+exit", asyncgw="asyncgw 1", execnet="execnet 1"),
+        row("8 ssh gateways, one host: start+rt+exit", asyncgw="asyncgw 8", execnet="execnet 8"),
+        row(
+            "8 gateways to one host (execnet: one at a time): start+rt+exit",
+            **{
+                "asyncgw": "asyncgw 8",
+                "asyncgw, 1 gateway": "asyncgw 1",
+                "asyncgw, exec sessions": "asyncgw 8 exec",
+                "execnet": "execnet 8",
+            },
+        ),
+    ]
 
 
 async def bench_steady(config: Config, host: Host) -> list[Result]:
@@ -207,7 +242,7 @@ async def bench_steady(config: Config, host: Host) -> list[Result]:
 
 async def run(config: Config) -> list[Result]:
     with sshd_host() as host:
-        results = [await bench_start(config, host, 1), await bench_start(config, host, 8)]
+        results = await bench_start(config, host)
         results += await bench_steady(config, host)
     return results
 
@@ -216,6 +251,15 @@ async def run(config: Config) -> list[Result]:
 TARGETS = (
     Target("ssh: 1 gateway", "1 ssh gateway", "asyncgw", "execnet", 0.6),
     Target("ssh: 8 gateways, one host", "8 ssh gateways", "asyncgw", "execnet", 0.25),
+    Target(
+        "ssh: 8 gateways to one host",
+        "8 gateways to one host",
+        "asyncgw",
+        "asyncgw, 1 gateway",
+        2.0,
+        note="8 gateways over 1, same run; the 2nd..8th forked on the host; execnet's "
+        "ssh starts its gateways one at a time",
+    ),
     Target("ssh: 1 MiB chunks", "ssh one-way 1 MiB", "asyncgw", "execnet", 1.0, at_most=False),
 )
 
@@ -231,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     recorder.notes.append(
         "execnet runs the ssh binary once per gateway, without ControlMaster (a new SSH "
         "connection, key exchange and authentication each); asyncgw shares one asyncssh "
-        "connection per host. execnet starts its gateways one at a time."
+        "connection per host, and forks a host's 2nd and later gateways there (a fork "
+        "server reached over streamlocal channels; 'asyncgw, exec sessions': without it). "
+        "execnet starts its gateways one at a time."
     )
     config = Config(
         start_reps=3 if args.quick else 5,

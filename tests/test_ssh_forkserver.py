@@ -92,13 +92,16 @@ async def test_later_gateways_are_forked_on_the_host(ssh_keys: Keys, tmp_path: P
     async with forwarding_server(ssh_keys) as (port, stats):
         async with asyncgw.Group() as group:
             spec = ssh_address(ssh_keys, port) + PYTHON
-            specs = [f"{spec}//chdir={tmp_path}//env:MARK=m{n}" for n in range(4)]
+            # A lone gateway is started by sshd, as before: it pays for nothing more.
+            first = await group.makegateway(spec)
+            assert type(first._transport) is SSHTransport
+            assert stats.sessions == 1
+            specs = [f"{spec}//chdir={tmp_path}//env:MARK=m{n}" for n in range(3)]
             gws = await group.makegateways(specs)
             answers = [await who(gw) for gw in gws]
-            assert type(gws[0]._transport) is SSHTransport  # the first: started by sshd
-            server = fork_server_of(gws[1])
-            assert all(fork_server_of(gw) is server for gw in gws[1:])
-            assert [ppid for _, ppid, _, _ in answers[1:]] == [server.pid] * 3
+            server = fork_server_of(gws[0])
+            assert all(fork_server_of(gw) is server for gw in gws)
+            assert [ppid for _, ppid, _, _ in answers] == [server.pid] * 3
             for n, (pid, _, cwd, mark) in enumerate(answers):
                 assert pid == gws[n].remote_pid
                 assert (cwd, mark) == (str(tmp_path), f"m{n}")  # config applied after the fork
@@ -110,7 +113,8 @@ async def test_later_gateways_are_forked_on_the_host(ssh_keys: Keys, tmp_path: P
             info = os.lstat(directory)
             assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
             assert stat.S_ISSOCK(os.lstat(server.path).st_mode)
-            pids = [answer[0] for answer in answers] + [later.remote_pid, server.pid]
+            pids = [answer[0] for answer in answers]
+            pids += [first.remote_pid, later.remote_pid, server.pid]
         # The connection closed with its last gateway: the fork server, its
         # socket and directory with it, and every worker (while the server
         # is up: its teardown kills what is left).
@@ -163,7 +167,7 @@ async def test_a_lost_fork_server_leaves_its_workers_and_later_ones_start(
         fresh = await group.makegateway(spec)
         assert type(fresh._transport) is SSHTransport and server.lost
         assert await fresh.remote_exec("channel.send(3)").receive(timeout=10) == 3
-        assert stats.sessions == 3  # first gateway, fork server, the fresh one
+        assert stats.sessions == 2  # the fork server (all 3 forked), the fresh one
 
 
 async def test_without_streamlocal_every_gateway_is_started(ssh_keys: Keys) -> None:
@@ -210,23 +214,27 @@ def _sessions(sshd: Sshd) -> int:
     return sshd.log.read_text().count("Starting session: command")
 
 
-async def test_sshd_eight_gateways_one_started_seven_forked(forwarding_sshd: Sshd) -> None:
+async def test_sshd_eight_gateways_forked_by_one_fork_server(forwarding_sshd: Sshd) -> None:
     accepted, sessions = forwarding_sshd.accepted(), _sessions(forwarding_sshd)
     async with asyncgw.Group() as group:
         gws = await group.makegateways([forwarding_sshd.spec()] * 8)
         answers = [await who(gw) for gw in gws]
         assert len({pid for pid, _, _, _ in answers}) == 8
         server = fork_server_of(gws[1])
-        assert [ppid for _, ppid, _, _ in answers[1:]] == [server.pid] * 7
-        assert answers[0][1] != server.pid
+        # A batch: the first gateway had company queued, so it is forked too.
+        assert [ppid for _, ppid, _, _ in answers] == [server.pid] * 8
         assert forwarding_sshd.accepted() - accepted == 1
-        assert _sessions(forwarding_sshd) - sessions == 2  # the first gateway, the fork server
+        assert _sessions(forwarding_sshd) - sessions == 1  # the fork server's
+        # A second group's lone gateway to the host rides the same connection.
+        async with asyncgw.Group() as other:
+            alone = await other.makegateway(forwarding_sshd.spec())
+            assert (await who(alone))[1] == server.pid
         directory = os.path.dirname(server.path)
         assert stat.S_IMODE(os.lstat(directory).st_mode) == 0o700
         channel = gws[5].remote_exec("channel.send(channel.receive() * 2)")
         await channel.send(21)
         assert await channel.receive(timeout=10) == 42
-        pids = [answer[0] for answer in answers] + [server.pid]
+        pids = [answer[0] for answer in answers] + [alone.remote_pid, server.pid]
     await wait_gone(pids)
     gone(directory)
 

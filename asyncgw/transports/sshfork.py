@@ -8,8 +8,10 @@ far side is ``remote/forkserver.py``, in its ``listen`` mode: a Unix
 socket in a fresh directory of mode 0700 in the host's temp directory)
 and has it fork that gateway's worker and every later one, each reached
 over a direct-streamlocal channel of the same connection: a fork and a
-channel open instead of an interpreter start. The first gateway of a
-connection is started as before, so that a single gateway pays nothing.
+channel open instead of an interpreter start. A lone first gateway of a
+connection is started as before, so that a single gateway pays nothing;
+a first gateway that others to the same target queue behind (a group's
+batch) is forked too, from a fork server started at once.
 
 Invariants:
 
@@ -61,6 +63,10 @@ STDERR_KEPT = 2000
 #: status (so that the loss can be reported with it).
 EXIT_STATUS_WAIT = 0.5
 
+#: False: start every ssh worker in an exec session of its own (as before
+#: fork servers; benchmarks compare both in one run).
+enabled = True
+
 #: Targets whose host refused a streamlocal channel to a running fork
 #: server, per event loop (as the pool's connections are).
 _refused: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[SSHTarget]] = (
@@ -88,14 +94,14 @@ async def fork_worker(
     """
     target = slot.target
     refused = _refused.setdefault(asyncio.get_running_loop(), set())
-    if target in refused:
+    if not enabled or target in refused:
         return None
     entries: dict[tuple[str, ...], _Entry] = slot.extras.setdefault(EXTRAS_KEY, {})
     entry = entries.setdefault(tuple(python), _Entry())
     entry.gateways += 1
     if entry.server is None:
-        if entry.gateways < 2:
-            return None
+        if entry.gateways < 2 and not slot.queued:
+            return None  # a lone gateway: started as before, at no extra cost
         entry.server = asyncio.ensure_future(_start(slot.conn, target, python, timeout))
     server = await asyncio.shield(entry.server)
     if server is None or server.lost:

@@ -145,6 +145,8 @@ class _Pool:
 
     connections: dict[SSHTarget, list[_Connection]] = field(default_factory=dict)
     locks: dict[SSHTarget, asyncio.Lock] = field(default_factory=dict)
+    #: Callers of :func:`acquire` waiting for a target's lock.
+    queued: dict[SSHTarget, int] = field(default_factory=dict)
     handshakes: dict[tuple[str, int | None], asyncio.Semaphore] = field(default_factory=dict)
     open_count: int = 0
     closed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -169,9 +171,12 @@ def _pool() -> _Pool:
 class Slot:
     """One session's claim on a shared connection; :meth:`release` once."""
 
-    def __init__(self, connection: _Connection) -> None:
+    def __init__(self, connection: _Connection, queued: int = 0) -> None:
         self._connection = connection
         self._released = False
+        #: Other callers that were waiting for a slot on the same target
+        #: when this one was handed out (more sessions are coming).
+        self.queued = queued
 
     @property
     def target(self) -> SSHTarget:
@@ -248,16 +253,24 @@ async def acquire(target: SSHTarget, timeout: float) -> Slot:
     :raises HostKeyError: if its host key could not be verified.
     """
     pool = _pool()
-    async with pool.locks.setdefault(target, asyncio.Lock()):
+    pool.queued[target] = pool.queued.get(target, 0) + 1
+    try:
+        lock = pool.locks.setdefault(target, asyncio.Lock())
+        await lock.acquire()
+    finally:
+        pool.queued[target] -= 1
+    try:
         for dead in [c for c in pool.connections.get(target, []) if c.conn.is_closed()]:
             _close(dead)  # lost (the host went away): forget it
         for connection in pool.connections.get(target, []):
             if connection.sessions < limits.max_sessions:
                 connection.sessions += 1
-                return Slot(connection)
+                return Slot(connection, pool.queued[target])
         connection = await _open(pool, target, timeout)
         connection.sessions = 1
-        return Slot(connection)
+        return Slot(connection, pool.queued[target])
+    finally:
+        lock.release()
 
 
 async def _open(pool: _Pool, target: SSHTarget, timeout: float) -> _Connection:
