@@ -17,7 +17,13 @@ import pytest
 
 import asyncgw
 import asyncgw.sync
-from asyncgw.objects.proxy import BATCH, Proxy, RemoteIterator, remote_object_count
+from asyncgw.objects.proxy import (
+    BATCH,
+    Proxy,
+    RemoteIterator,
+    object_service,
+    remote_object_count,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -167,7 +173,7 @@ async def test_a_chain_is_one_round_trip(gw: asyncgw.Gateway) -> None:
         frames.append(channel)
         write_frame(kind, channel, payload, tail)
 
-    router.write_frame = counting  # type: ignore[method-assign]
+    router.write_frame = counting  # type: ignore[method-assign,assignment]
     try:
         assert await counter.owner["name"].upper() == "ANN"
         assert await counter.owner["tags"][1] == "b"
@@ -312,3 +318,24 @@ def test_an_interrupted_blocking_call_cancels_the_remote_coroutine() -> None:
         assert counter.add(1) == 1  # the proxy and its service go on
     finally:
         group.terminate()
+
+
+async def test_a_reference_replied_to_a_cancelled_call_is_released(gw: asyncgw.Gateway) -> None:
+    """A call cancelled before its reply (a sync method runs to its end)
+    still gets a reference back: its proxy is made and dropped at once, so
+    the remote object is released, not left in the table."""
+    counter = await gw.create(Counter)
+    before = await remote_object_count(gw)
+    service = object_service(gw)
+    rid = next(service._ids)
+    cancelled: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    service._pending[rid] = cancelled
+    cancelled.cancel()  # as a cancelled call leaves its future
+    await service.channel.send((rid, counter._oid, "child", 5))  # the call's request, flat
+    assert await counter.add(0) == 0  # answered in order: the child's reply came first
+    assert rid not in service._pending
+    # Its release is on its way (a task of the service's): each count is a
+    # round trip that lets it go first.
+    async with asyncio.timeout(30):
+        while await remote_object_count(gw) != before:
+            pass
