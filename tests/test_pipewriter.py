@@ -38,7 +38,6 @@ async def test_what_the_pipe_does_not_take_arrives_later_in_order() -> None:
     os.set_blocking(write_end, False)
     events: list[str] = []
     writer = PipeWriter(write_end, lambda: events.append("pause"), lambda: events.append("resume"))
-    os.close(write_end)  # the writer has its own duplicate
     try:
         chunks = [bytes([n]) * size for n, size in enumerate([300_000, 10, 200_000, 1, 90_000])]
         chunks.append(bytearray(b"mutable"))  # copied: the caller may change it
@@ -57,6 +56,7 @@ async def test_what_the_pipe_does_not_take_arrives_later_in_order() -> None:
     finally:
         writer.close()
         os.close(read_end)
+        os.close(write_end)
 
 
 async def test_a_write_to_a_closed_pipe_drops_everything_and_resumes() -> None:
@@ -65,7 +65,6 @@ async def test_a_write_to_a_closed_pipe_drops_everything_and_resumes() -> None:
     resumed = asyncio.get_running_loop().create_future()
     events: list[str] = []
     writer = PipeWriter(write_end, lambda: events.append("pause"), lambda: resumed.set_result(1))
-    os.close(write_end)
     writer.write(b"x" * 2_000_000)  # more than the pipe holds: kept
     assert events == ["pause"]
     os.close(read_end)  # the loop's writability callback finds EPIPE
@@ -73,6 +72,7 @@ async def test_a_write_to_a_closed_pipe_drops_everything_and_resumes() -> None:
     assert writer.size == 0
     writer.write(b"more")  # dropped, no error
     writer.close()
+    os.close(write_end)
 
 
 async def test_large_bytes_and_str_go_out_unjoined_and_arrive_whole() -> None:
@@ -103,3 +103,27 @@ async def test_a_large_bytes_value_over_max_frame_is_refused_before_anything_goe
             await channel.send(b"x" * 100_000)
         await channel.send(b"y" * 99_995)  # exactly max_frame with its head
         assert await channel.receive() == b"y" * 99_995
+
+
+async def test_a_worker_killed_while_the_writer_holds_data_is_lost_cleanly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The pipe closes under a writer waiting for room: the gateway is lost,
+    the loop logs no error, and the next gateways write their pipes fine."""
+    async with asyncgw.Group() as group:
+        gateway = await group.makegateway("popen")
+        pid = (await gateway.remote_info()).pid
+        channel = gateway.remote_exec("import time; time.sleep(60)")
+        # Within the window: queued at once, the pipe takes 1 MiB, the writer keeps the rest.
+        await channel.send(b"x" * (6 << 20))
+        os.kill(pid, 9)
+        with pytest.raises(asyncgw.GatewayError):
+            async with asyncio.timeout(30):
+                await channel.send(b"z")  # waits for room that never comes: the loss
+                await channel.receive()
+        for _ in range(3):
+            other = await group.makegateway("popen")
+            echo = other.remote_exec("channel.send(channel.receive())")
+            await echo.send(b"y" * (3 << 20))
+            assert await echo.receive() == b"y" * (3 << 20)
+    assert not [r for r in caplog.records if "Exception in callback" in r.getMessage()]

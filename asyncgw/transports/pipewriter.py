@@ -5,12 +5,13 @@ bytearray of their own (``buffer += data``): for a 1 MiB frame into a full
 pipe, a fresh megabyte allocated, page-faulted and copied, beside the copy
 the kernel makes anyway. :class:`PipeWriter` keeps the caller's own bytes
 objects instead (they are immutable: holding them is as good as a copy)
-and hands them to ``writev`` as the pipe drains. It writes a
-duplicate of the pipe of the asyncio transport it stands in front of
-(which is given nothing to write meanwhile), its own to close: whenever
-asyncio closes its descriptor, the writer's stays valid until
-:meth:`close`, which must come before the worker can see the end of its
-input.
+and hands them to ``writev`` as the pipe drains. It writes the
+pipe of the asyncio transport it stands in front of (which is given
+nothing to write meanwhile, and still owns the descriptor): it is closed
+(:meth:`close`) before the transport closes the pipe. When asyncio closes
+it on its own (the worker closed its end), the writer, waiting for room,
+is woken in the same loop pass, before the descriptor is closed, and
+stops on the broken pipe; a transport that is closing is given nothing.
 
 Invariant for writers on other threads (the router's direct writes):
 :attr:`size` is zero only once every byte handed to :meth:`write` is in the
@@ -37,14 +38,13 @@ WRITEV_MAX = 64
 
 
 class PipeWriter:
-    """Writes to the non-blocking pipe ``fd`` (a duplicate of it, closed by
-    :meth:`close`) on the running loop; calls
+    """Writes to the non-blocking pipe ``fd`` on the running loop; calls
     ``pause()`` when more than :data:`HIGH_WATER` bytes wait, ``resume()``
     once at most :data:`LOW_WATER` do. A write error drops what waits and
     every later write (the end is told by the worker's output ending)."""
 
     def __init__(self, fd: int, pause: Callable[[], None], resume: Callable[[], None]) -> None:
-        self._fd = os.dup(fd)
+        self._fd = fd
         self._pause = pause
         self._resume = resume
         self._loop = asyncio.get_running_loop()
@@ -141,4 +141,3 @@ class PipeWriter:
                 self._loop.remove_writer(self._fd)
         self.size = 0
         self._drained = None
-        os.close(self._fd)

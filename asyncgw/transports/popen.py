@@ -172,8 +172,7 @@ class PopenTransport(Transport):
             self._writer.when_drained(self._close_stdin)
 
     def _close_stdin(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        self.stop_writing()
         self._stdin.close()
 
     def diagnosis(self) -> str:
@@ -191,10 +190,14 @@ class PopenTransport(Transport):
         text = b"".join(self._protocol.stderr_tail).decode("utf-8", "replace")
         return text.splitlines()[-STDERR_LINES:]
 
-    async def wait_closed(self) -> None:
-        await asyncio.shield(self._protocol.exited)
+    def stop_writing(self) -> None:
+        """Before the pipe is closed: the writer lets go of it."""
         if self._writer is not None:
             self._writer.close()
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._protocol.exited)
+        self.stop_writing()
         self._transport.close()
 
     async def kill(self) -> None:
@@ -207,8 +210,7 @@ class PopenTransport(Transport):
         # The group may outlive the worker: remote code may have started children.
         self._signal(signal.SIGKILL)
         await asyncio.shield(self._protocol.exited)
-        if self._writer is not None:
-            self._writer.close()
+        self.stop_writing()
         self._transport.close()
 
     def _signal(self, signum: int) -> None:
@@ -284,11 +286,14 @@ async def start_process(
         raise
     finally:
         os.close(output_end)  # the child's now: its exit ends our reading
+    popen: PopenTransport | None = None
     try:
         protocol.read_output(output)
         popen = PopenTransport(transport, protocol)
         popen.write(bootstrap)
     except BaseException:
+        if popen is not None:
+            popen.stop_writing()
         transport.kill()  # leave no half-started child behind
         transport.close()
         raise
