@@ -186,6 +186,24 @@ async def test_without_streamlocal_every_gateway_is_started(ssh_keys: Keys) -> N
         assert stats.sessions == 4 + 1 + 2
 
 
+async def test_aes_gcm_is_preferred_unless_the_ssh_config_names_ciphers(
+    ssh_keys: Keys, tmp_path: Path
+) -> None:
+    async with forwarding_server(ssh_keys) as (port, _):
+        spec = ssh_address(ssh_keys, port)
+        config = tmp_path / "config"
+        config.write_text("Host *\n  Ciphers=chacha20-poly1305@openssh.com\n")
+        for extra, cipher in (
+            ("", "aes128-gcm@openssh.com"),
+            (f"//ssh_config={config}", "chacha20-poly1305@openssh.com"),
+        ):
+            slot = await sshpool.acquire(_target(asyncgw.XSpec(spec + extra)), 10)
+            try:
+                assert slot.conn.get_extra_info("send_cipher") == cipher
+            finally:
+                slot.release()
+
+
 # -- against OpenSSH's sshd
 
 

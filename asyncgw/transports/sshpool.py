@@ -49,6 +49,13 @@ __all__ = [
 ]
 
 DEFAULT_KEEPALIVE = 10.0
+#: Ciphers put ahead of asyncssh's defaults (whose first is
+#: chacha20-poly1305): AES-GCM is one call per packet into cryptography's
+#: AES-NI code, where chacha20-poly1305 takes several; a small round trip
+#: over a gateway costs about a quarter less (loopback sshd, 292 -> 212 us).
+#: Both are AEADs that OpenSSH offers by default; an ssh config that names
+#: its ``Ciphers`` is followed instead.
+PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 
 
 @dataclass
@@ -401,9 +408,24 @@ def _connect_options(target: SSHTarget, timeout: float) -> dict[str, Any]:
         kwargs["config"] = [os.path.expanduser(str(options["ssh_config"]))]
     if "ssh_identity" in options:
         kwargs["client_keys"] = _load_identity(os.path.expanduser(str(options["ssh_identity"])))
+    config = kwargs.get("config") or [os.path.expanduser("~/.ssh/config")]
+    if not any(_names_ciphers(path) for path in config):
+        kwargs["encryption_algs"] = PREFERRED_CIPHERS
     known_hosts = options.get("ssh_known_hosts")
     if known_hosts == "none":
         kwargs["known_hosts"] = None
     elif known_hosts is not None:
         kwargs["known_hosts"] = os.path.expanduser(known_hosts)
     return kwargs
+
+
+def _names_ciphers(path: str) -> bool:
+    """Whether the ssh config file ``path`` has a ``Ciphers`` line."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            return any(
+                line.strip().lower().replace("=", " ", 1).split()[:1] == ["ciphers"]
+                for line in file
+            )
+    except OSError:
+        return False
