@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -77,7 +78,25 @@ def fork_server_of(gw: asyncgw.Gateway) -> sshfork.RemoteForkServer:
 
 
 async def who(gw: asyncgw.Gateway) -> tuple[int, int, str, str | None]:
-    return tuple(await gw.remote_exec(WHO).receive(timeout=10))  # type: ignore[return-value]
+    pid, ppid, cwd, mark = await gw.remote_exec(WHO).receive(timeout=10)
+    return pid, ppid, cwd, mark
+
+
+def tried_server(gw: asyncgw.Gateway) -> sshfork.RemoteForkServer:
+    """The fork server started (or tried) on ``gw``'s connection."""
+    connection = sshpool._pool().connections[_target(gw.spec)][0]
+    entry: sshfork._Entry = next(iter(connection.extras[sshfork.EXTRAS_KEY].values()))
+    assert entry.server is not None and entry.server.done()
+    server = entry.server.result()
+    assert server is not None and server.pid is not None
+    return server
+
+
+async def ended(server: sshfork.RemoteForkServer) -> None:
+    """Wait until ``server`` has exited; fail unless its directory went with it."""
+    assert server.pid is not None
+    await wait_gone([server.pid])
+    gone(os.path.dirname(server.path))
 
 
 def gone(path: str) -> None:
@@ -113,7 +132,7 @@ async def test_later_gateways_are_forked_on_the_host(ssh_keys: Keys, tmp_path: P
             info = os.lstat(directory)
             assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
             assert stat.S_ISSOCK(os.lstat(server.path).st_mode)
-            pids = [answer[0] for answer in answers]
+            pids: list[int | None] = [answer[0] for answer in answers]
             pids += [first.remote_pid, later.remote_pid, server.pid]
         # The connection closed with its last gateway: the fork server, its
         # socket and directory with it, and every worker (while the server
@@ -123,15 +142,18 @@ async def test_later_gateways_are_forked_on_the_host(ssh_keys: Keys, tmp_path: P
 
 
 async def test_a_forked_worker_reports_its_exit_status(ssh_keys: Keys) -> None:
-    async with forwarding_server(ssh_keys) as (port, _), asyncgw.Group() as group:
-        gws = await group.makegateways([ssh_address(ssh_keys, port) + PYTHON] * 2)
-        channel = gws[1].remote_exec(
-            "import os, sys; sys.stderr.write('last words\\n'); os._exit(7)"
-        )
-        with pytest.raises(asyncgw.GatewayLost, match=r"forked there as pid \d+, exit status 7"):
-            await channel.receive(timeout=10)
-        assert gws[1]._transport is not None and gws[1]._transport.exit_status() == 7
-        assert await gws[0].remote_exec("channel.send(1)").receive(timeout=10) == 1
+    async with forwarding_server(ssh_keys) as (port, _):
+        async with asyncgw.Group() as group:
+            gws = await group.makegateways([ssh_address(ssh_keys, port) + PYTHON] * 2)
+            server = fork_server_of(gws[1])
+            channel = gws[1].remote_exec("import os; os._exit(7)")
+            with pytest.raises(
+                asyncgw.GatewayLost, match=r"forked there as pid \d+, exit status 7"
+            ):
+                await channel.receive(timeout=10)
+            assert gws[1]._transport is not None and gws[1]._transport.exit_status() == 7
+            assert await gws[0].remote_exec("channel.send(1)").receive(timeout=10) == 1
+        await ended(server)
 
 
 async def test_stubborn_forked_worker_is_killed_at_terminate(ssh_keys: Keys) -> None:
@@ -139,6 +161,7 @@ async def test_stubborn_forked_worker_is_killed_at_terminate(ssh_keys: Keys) -> 
         group = asyncgw.Group()
         spec = ssh_address(ssh_keys, port) + PYTHON
         gws = await group.makegateways([spec, f"{spec}//execmodel=main_thread_only"])
+        server = fork_server_of(gws[1])
         channel = gws[1].remote_exec(
             "import os, signal, subprocess, time\n"
             "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
@@ -151,6 +174,7 @@ async def test_stubborn_forked_worker_is_killed_at_terminate(ssh_keys: Keys) -> 
         async with asyncio.timeout(20):
             await group.terminate(timeout=0.5)
         await wait_gone([worker, grandchild])
+        await ended(server)
 
 
 async def test_a_lost_fork_server_leaves_its_workers_and_later_ones_start(
@@ -163,6 +187,8 @@ async def test_a_lost_fork_server_leaves_its_workers_and_later_ones_start(
         assert server.pid is not None
         os.kill(server.pid, 9)
         await wait_gone([server.pid])
+        # Killed, it could not remove its directory: this test does.
+        shutil.rmtree(os.path.dirname(server.path))
         assert await gws[2].remote_exec("channel.send(2)").receive(timeout=10) == 2
         fresh = await group.makegateway(spec)
         assert type(fresh._transport) is SSHTransport and server.lost
@@ -174,16 +200,20 @@ async def test_without_streamlocal_every_gateway_is_started(ssh_keys: Keys) -> N
     # The suite's server refuses Unix socket forwarding, as sshd configured so does.
     from .sshserver import ssh_server
 
-    async with ssh_server(ssh_keys) as (port, stats), asyncgw.Group() as group:
-        spec = ssh_address(ssh_keys, port) + PYTHON
-        gws = await group.makegateways([spec] * 4)
-        assert all(type(gw._transport) is SSHTransport for gw in gws)
-        values = await group.remote_exec("channel.send(5)").receive_each()
-        assert values == [5] * 4
-        assert stats.sessions == 4 + 1  # and the one fork server tried
-        more = await group.makegateways([spec] * 2)  # remembered: not tried again
-        assert all(type(gw._transport) is SSHTransport for gw in more)
-        assert stats.sessions == 4 + 1 + 2
+    async with ssh_server(ssh_keys) as (port, stats):
+        async with asyncgw.Group() as group:
+            spec = ssh_address(ssh_keys, port) + PYTHON
+            gws = await group.makegateways([spec] * 4)
+            assert all(type(gw._transport) is SSHTransport for gw in gws)
+            values = await group.remote_exec("channel.send(5)").receive_each()
+            assert values == [5] * 4
+            assert stats.sessions == 4 + 1  # and the one fork server tried
+            tried = tried_server(gws[0])
+            assert tried.lost
+            more = await group.makegateways([spec] * 2)  # remembered: not tried again
+            assert all(type(gw._transport) is SSHTransport for gw in more)
+            assert stats.sessions == 4 + 1 + 2
+        await ended(tried)
 
 
 async def test_aes_gcm_is_preferred_unless_the_ssh_config_names_ciphers(
@@ -266,13 +296,9 @@ async def test_sshd_without_streamlocal_forwarding_starts_every_gateway(
         pids = await group.remote_exec("import os; channel.send(os.getpid())").receive_each()
         assert len(set(pids)) == 3
         # The fork server that was tried is gone, and its directory with it.
-        connection = sshpool._pool().connections[_target(gws[0].spec)][0]
-        entry = next(iter(connection.extras[sshfork.EXTRAS_KEY].values()))
-        assert entry.server is not None
-        tried = entry.server.result()
-        assert tried is not None and tried.pid is not None and tried.lost
-        await wait_gone([tried.pid])
-        gone(os.path.dirname(tried.path))
+        tried = tried_server(gws[0])
+        assert tried.lost
+        await ended(tried)
     await wait_gone(pids)
 
 
