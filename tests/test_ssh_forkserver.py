@@ -17,6 +17,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -97,6 +98,10 @@ async def ended(server: sshfork.RemoteForkServer) -> None:
     assert server.pid is not None
     await wait_gone([server.pid])
     gone(os.path.dirname(server.path))
+
+
+def kept(path: str) -> None:
+    assert os.path.isdir(path), f"{path} was removed"
 
 
 def gone(path: str) -> None:
@@ -194,6 +199,33 @@ async def test_a_lost_fork_server_leaves_its_workers_and_later_ones_start(
         assert type(fresh._transport) is SSHTransport and server.lost
         assert await fresh.remote_exec("channel.send(3)").receive(timeout=10) == 3
         assert stats.sessions == 2  # the fork server (all 3 forked), the fresh one
+
+
+def _dead_server_directory(age: float) -> str:
+    """What a killed fork server leaves: its directory, ``age`` seconds old,
+    and a socket nobody listens on."""
+    path = os.path.join("/tmp", "asyncgw-" + os.urandom(8).hex())
+    os.mkdir(path, 0o700)
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(os.path.join(path, "forkserver"))
+    then = time.time() - age
+    os.utime(path, (then, then))
+    return path
+
+
+async def test_a_killed_fork_servers_directory_is_removed_by_the_next(ssh_keys: Keys) -> None:
+    stale, young = _dead_server_directory(600), _dead_server_directory(0)
+    try:
+        async with forwarding_server(ssh_keys) as (port, _):
+            async with asyncgw.Group() as group:
+                gws = await group.makegateways([ssh_address(ssh_keys, port) + PYTHON] * 2)
+                server = fork_server_of(gws[0])
+            await ended(server)
+        gone(stale)
+        kept(young)  # it may be a fork server still starting
+    finally:
+        shutil.rmtree(young)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 async def test_without_streamlocal_every_gateway_is_started(ssh_keys: Keys) -> None:

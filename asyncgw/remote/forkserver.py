@@ -30,15 +30,19 @@ is its own. Replies and exit reports travel on fd 1 as above; on fd 0 the
 local side may send ``DATA`` (0, ``dumps(["kill", pid])``) to kill a
 worker's process group (only a child that has not been reaped). A
 connection from another user (``SO_PEERCRED``, where the system has it) is
-closed unread. End of input removes the socket and the directory.
+closed unread. End of input removes the socket and the directory; a
+fork server that was killed leaves them, and the next one to start
+removes them (only this user's, only when their socket no longer listens).
 """
 
 import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
+import time
 
 from .._wire import (
     CLOSE_ERROR,
@@ -63,6 +67,9 @@ FDS_PER_REQUEST = 3
 MAX_REQUEST = 1024 * 1024
 #: Longest Unix socket path that binds everywhere (sun_path is 104-108 bytes).
 MAX_SOCKET_PATH = 100
+#: Seconds after which the directory of a fork server whose socket no
+#: longer listens is removed by the next one (see ``_sweep``).
+STALE_AFTER = 60.0
 
 
 def main(config: "dict[str, Any]") -> None:
@@ -212,6 +219,7 @@ class _Listener:
         signal.signal(signal.SIGCHLD, _ignore)
         _preload(config.get("preload") or [])
         self.directory = _private_directory()
+        _sweep(os.path.dirname(self.directory))
         self.path = os.path.join(self.directory, "forkserver")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -378,6 +386,45 @@ def _private_directory() -> str:
                 break
             return path
     raise OSError("no private directory for the fork server's socket")
+
+
+def _sweep(base: str) -> None:
+    """Remove the directories of fork servers of this user that were killed
+    (they could not remove their own): a private directory of ours, named
+    as ours are, older than :data:`STALE_AFTER` seconds, whose socket
+    refuses connections. Anything else is left alone."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if not (name.startswith("asyncgw-") and len(name) == 24):
+            continue
+        path = os.path.join(base, name)
+        try:
+            info = os.lstat(path)
+            if (
+                not stat.S_ISDIR(info.st_mode)
+                or info.st_uid != os.getuid()
+                or stat.S_IMODE(info.st_mode) != 0o700
+                or now - info.st_mtime < STALE_AFTER
+                or os.listdir(path) != ["forkserver"]
+            ):
+                continue
+            socket_path = os.path.join(path, "forkserver")
+            if not stat.S_ISSOCK(os.lstat(socket_path).st_mode):
+                continue
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(socket_path)
+            except ConnectionRefusedError:
+                os.unlink(socket_path)
+                os.rmdir(path)
+            finally:
+                probe.close()
+        except OSError:
+            continue
 
 
 def _same_user(conn: socket.socket) -> bool:
