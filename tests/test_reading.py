@@ -58,7 +58,11 @@ async def test_a_thread_exchanging_values_reads_for_itself(gw: asyncgw.Gateway) 
         readers.append(read_it_itself)
     # The first value is read by the worker's reader and given, with the
     # reading, to the thread that waits for it; from then on it reads.
-    assert all(readers[1:]), readers
+    # Only a takeover interrupts that: the thread away from reading for
+    # TAKEOVER_AFTER (2 ms), as a busy machine's scheduler may make it,
+    # loses the duty until a later value brings it back. Without the
+    # hand-over no exchange at all would be read by the thread itself.
+    assert sum(readers[1:]) >= 0.8 * len(readers[1:]), readers
 
 
 async def test_a_holder_that_blocks_does_not_stall_other_channels(
