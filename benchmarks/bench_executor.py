@@ -507,7 +507,7 @@ def report(env: dict[str, Any], rows: list[Result], args: argparse.Namespace) ->
     lines.append(
         "us: microseconds per task, map of a started pool; ratios: asyncgw's median over the row's."
     )
-    lines.append("numpy arrays on the wire: not measured (not implemented yet).")
+    lines.append("numpy arrays in and out per task: benchmarks/bench_numpy.py (numpy.json).")
     return "\n".join(lines)
 
 
