@@ -581,6 +581,11 @@ def _encode(
                     raise
         else:
             for index, item in enumerate(obj):
+                # Plain ints, the most common items (ids, counts, packed
+                # requests), without a call of their own.
+                if type(item) is int and _I64_MIN <= item <= _I64_MAX:
+                    out(b"i" + _I64.pack(item))
+                    continue
                 try:
                     _encode(item, out, channel_id, depth + 1)
                 except _Unencodable as exc:
@@ -710,6 +715,10 @@ def _decode(
             return result, pos
         items = []
         for _ in range(n):
+            if data[pos] == 0x69:  # i: an int without a call of its own
+                items.append(_I64.unpack_from(data, pos + 1)[0])
+                pos += 9
+                continue
             item, pos = _decode(data, pos, make_channel, depth)
             items.append(item)
         return (items if kind is list else kind(items)), pos
