@@ -347,7 +347,8 @@ class Channel:
         :raises ChannelIOError: if the channel is closed.
         :raises GatewayLost: if the remote interpreter went away.
         """
-        bulk = dumps_bulk(item)
+        kind = type(item)
+        bulk = dumps_bulk(item) if kind is bytes or kind is str else None
         if bulk is None:
             await self.send_encoded(self.encode(item))
             return

@@ -426,6 +426,7 @@ class FrameDecoder:
 
 _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
+_TAGGED_I64 = struct.Struct("!Bq")  # an int's whole encoding: b"i" and its value
 _F64 = struct.Struct("!d")
 _C128 = struct.Struct("!dd")
 _I64_MIN = -(1 << 63)
@@ -478,6 +479,8 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
 
     :raises DumpError: naming the type and its location, e.g. ``value[2]['k']``.
     """
+    if type(obj) is int and _I64_MIN <= obj <= _I64_MAX:  # the commonest value, directly
+        return _TAGGED_I64.pack(0x69, obj)
     return b"".join(_dump_parts(obj, channel_id))
 
 
@@ -584,7 +587,7 @@ def _encode(
                 # Plain ints, the most common items (ids, counts, packed
                 # requests), without a call of their own.
                 if type(item) is int and _I64_MIN <= item <= _I64_MAX:
-                    out(b"i" + _I64.pack(item))
+                    out(_TAGGED_I64.pack(0x69, item))
                     continue
                 try:
                     _encode(item, out, channel_id, depth + 1)
