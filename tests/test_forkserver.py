@@ -124,3 +124,22 @@ async def test_forked_main_thread_only_workers_run_code_on_their_main_thread(
     code = "import threading; channel.send(threading.current_thread() is threading.main_thread())"
     assert [await gw.remote_exec(code).receive(timeout=10) for gw in gws] == [True, True]
     assert (await who(gws[0]))[1] == (await who(gws[1]))[1] != os.getpid()
+
+
+FDS = """
+import os
+where = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+channel.send(sorted(int(fd) for fd in os.listdir(where)))
+"""
+
+
+async def test_forked_workers_hold_only_their_own_descriptors(group: asyncgw.Group) -> None:
+    # Sixteen requests in flight: the fork server forks those it has back
+    # to back, and each child must close the others' pipe ends (a worker
+    # holding another's stdout would hide that one's end).
+    gws = await group.makegateways(["popen"] * 16)
+    forked = [await gw.remote_exec(FDS).receive(timeout=10) for gw in gws]
+    fresh = await group.makegateway(f"popen//python={sys.executable} -X dev")
+    assert (await who(fresh))[1] == os.getpid()
+    expected = await fresh.remote_exec(FDS).receive(timeout=10)
+    assert forked == [expected] * len(gws)

@@ -67,6 +67,10 @@ FDS_PER_REQUEST = 3
 MAX_REQUEST = 1024 * 1024
 #: Longest Unix socket path that binds everywhere (sun_path is 104-108 bytes).
 MAX_SOCKET_PATH = 100
+#: Requests forked in one batch at most (the local side sends 16 ahead).
+MAX_BATCH = 64
+#: recv's flag for "do not wait", where the system has it.
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", None)
 #: Seconds after which the directory of a fork server whose socket no
 #: longer listens is removed by the next one (see ``_sweep``).
 STALE_AFTER = 60.0
@@ -97,13 +101,28 @@ def main(config: "dict[str, Any]") -> None:
             _reap(control.sendall)
         if control.fileno() not in readable:
             continue
-        data, received, _flags, _addr = socket.recv_fds(control, 65536, 64)
-        fds.extend(received)
-        if not data:
-            os._exit(0)  # the local side is done (or gone)
-        for _msgtype, request, payload in decoder.feed(data):
-            streams, fds = fds[:FDS_PER_REQUEST], fds[FDS_PER_REQUEST:]
-            _fork(control, request, loads(payload), streams, (wake_r, wake_w))
+        # Every request already sent, forked back to back (see _fork_batch).
+        batch: "List[Any]" = []
+        ended = False
+        flags = 0
+        while len(batch) < MAX_BATCH:
+            try:
+                data = _receive(control, fds, flags)
+            except BlockingIOError:
+                break
+            if not data:
+                ended = True  # the local side is done (or gone)
+                break
+            for _msgtype, request, payload in decoder.feed(data):
+                streams, fds = fds[:FDS_PER_REQUEST], fds[FDS_PER_REQUEST:]
+                batch.append((request, loads(payload), streams))
+            if _DONTWAIT is None:
+                break
+            flags = _DONTWAIT
+        if batch:
+            _fork_batch(control, batch, [wake_r, wake_w, *fds])
+        if ended:
+            os._exit(0)
 
 
 def _waiter(fds: "List[int]") -> "Callable[[], List[int]]":
@@ -145,27 +164,50 @@ def _reap(send: "Callable[[bytes], Any]") -> "List[int]":
         send(encode_frame(DATA, 0, dumps([pid, os.waitstatus_to_exitcode(status)])))
 
 
-def _fork(
-    control: socket.socket,
-    request: int,
-    config: "dict[str, Any]",
-    streams: "List[int]",
-    wake: "tuple[int, int]",
-) -> None:
-    if len(streams) != FDS_PER_REQUEST:
-        reply = encode_frame(CLOSE_ERROR, request, b"request without its three streams")
-    else:
+def _receive(control: socket.socket, fds: "List[int]", flags: int) -> bytes:
+    """Read what is there (up to 64 KiB), appending the descriptors that come
+    with it to ``fds`` (socket.recv_fds, but it ignores flags before 3.12)."""
+    data, ancdata, _flags, _addr = control.recvmsg(65536, socket.CMSG_LEN(64 * 4), flags)
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.extend(struct.unpack("%di" % (len(payload) // 4), payload[: len(payload) // 4 * 4]))
+    return data
+
+
+def _fork_batch(control: socket.socket, batch: "List[Any]", shed: "List[int]") -> None:
+    """Fork a worker for each ``(request, config, streams)`` of ``batch``,
+    back to back, then close the streams and send the replies at once.
+
+    After a fork every page of this process is shared with the child, and
+    the first write to one copies it: what runs between two forks decides
+    how many pages each fork costs here. Decoding, replies and closes done
+    once for the batch cost far fewer copies than done between the forks.
+    A child closes the other requests' streams and the descriptors in
+    ``shed``, as well as the control socket."""
+    outcomes: "List[Any]" = []
+    for _request, config, streams in batch:
+        if len(streams) != FDS_PER_REQUEST:
+            outcomes.append("request without its three streams")
+            continue
         try:
             pid = os.fork()
         except OSError as exc:
-            reply = encode_frame(CLOSE_ERROR, request, str(exc).encode("utf-8", "replace"))
+            outcomes.append(str(exc))
+            continue
+        if pid == 0:
+            others = [fd for entry in batch if entry[2] is not streams for fd in entry[2]]
+            _become_worker([control, *shed, *others], config, streams)
+        outcomes.append(pid)
+    replies = []
+    for index, (request, _config, streams) in enumerate(batch):
+        outcome = outcomes[index]
+        for fd in streams:
+            os.close(fd)
+        if isinstance(outcome, int):
+            replies.append(encode_frame(DATA, request, dumps(outcome)))
         else:
-            if pid == 0:
-                _become_worker([control, *wake], config, streams)
-            reply = encode_frame(DATA, request, dumps(pid))
-    for fd in streams:
-        os.close(fd)
-    control.sendall(reply)
+            replies.append(encode_frame(CLOSE_ERROR, request, outcome.encode("utf-8", "replace")))
+    control.sendall(b"".join(replies))
 
 
 def _become_worker(shed: "List[Any]", config: "dict[str, Any]", streams: "List[int]") -> None:
