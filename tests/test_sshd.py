@@ -5,6 +5,7 @@ generated host and user keys; without sshd these tests skip, except where
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
 import time
@@ -110,3 +111,29 @@ async def test_stubborn_remote_code_is_ended_by_terminate(sshd: Sshd) -> None:
     await group.terminate(timeout=0.5)  # no signals over ssh: the session closes
     assert time.monotonic() - started < 0.5 + 6
     await wait_gone([gw.remote_pid])
+
+
+def remote_pid(x: int) -> tuple[int, int]:
+    import os
+
+    return x * x, os.getpid()
+
+
+def test_an_executor_maps_over_real_sshd_gateways_and_popen(sshd: Sshd) -> None:
+    """asyncgw.sync.Executor, a concurrent.futures.Executor, over two
+    gateways through OpenSSH and one popen gateway: every item once, in
+    order, work on every gateway, and the workers gone at shutdown."""
+    from asyncgw.sync import Executor
+
+    specs = [sshd.spec("//id=ssh1"), sshd.spec("//id=ssh2"), "popen//id=local"]
+    with Executor(gateways=specs, chunksize=1) as executor:
+        workers = executor.gateway_ids
+        futures = [executor.submit(remote_pid, x) for x in range(60)]
+        results = [future.result(timeout=60) for future in futures]
+        mapped = list(executor.map(remote_pid, range(60), timeout=60))
+    assert sorted(workers) == ["local", "ssh1", "ssh2"]
+    assert [square for square, _ in results] == [x * x for x in range(60)]
+    assert [square for square, _ in mapped] == [x * x for x in range(60)]
+    pids = {pid for _, pid in results + mapped}
+    assert len(pids) == 3, pids  # each gateway's worker took some of the work
+    asyncio.run(wait_gone(list(pids)))  # shutdown ended them, ssh's too
