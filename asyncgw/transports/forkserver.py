@@ -27,6 +27,7 @@ import os
 import signal
 import socket
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import bootstrap_payload
@@ -273,20 +274,7 @@ class ForkServer:
         if not data:
             self._on_lost()
             return
-        for msgtype, ident, payload in self._decoder.feed(data):
-            if ident == 0:  # a worker ended
-                pid, code = loads(payload)
-                child = self._children.pop(pid, None)
-                if child is None:
-                    self._exit_codes[pid] = code
-                else:
-                    child.exited(code)
-            elif (reply := self._replies.get(ident)) is not None and not reply.done():
-                if msgtype == CLOSE_ERROR:
-                    message = payload.decode("utf-8", "replace")
-                    reply.set_exception(OSError(f"the fork server cannot fork: {message}"))
-                else:
-                    reply.set_result(loads(payload))
+        deliver(self._decoder.feed(data), self._children, self._exit_codes, self._replies)
 
     def _on_lost(self) -> None:
         if self.lost:
@@ -436,6 +424,32 @@ def _worker_pipes() -> tuple[list[int], list[int]]:
 
 #: The largest HELLO a fork server sends (its pid, and where it listens).
 MAX_GREETING = 4096
+
+
+def deliver(
+    frames: Iterable[tuple[int, int, bytes]],
+    workers: dict[int, Any],
+    exit_codes: dict[int, int],
+    replies: dict[int, asyncio.Future[int]],
+) -> None:
+    """Hand a fork server's frames on, for both of its clients (here and
+    ``sshfork``): channel 0 reports a worker's end (to ``workers[pid]``, or
+    kept in ``exit_codes`` until its pid is known); any other channel
+    answers the fork request of that id with the pid, or its refusal."""
+    for msgtype, ident, payload in frames:
+        if ident == 0:  # a worker ended
+            pid, code = loads(payload)
+            worker = workers.pop(pid, None)
+            if worker is None:
+                exit_codes[pid] = code
+            else:
+                worker.exited(code)
+        elif (reply := replies.get(ident)) is not None and not reply.done():
+            if msgtype == CLOSE_ERROR:
+                message = payload.decode("utf-8", "replace")
+                reply.set_exception(OSError(f"the fork server cannot fork: {message}"))
+            else:
+                reply.set_result(loads(payload))
 
 
 def read_greeting(received: bytes) -> tuple[dict[str, Any], bytes] | None:

@@ -45,9 +45,9 @@ from typing import Any
 import asyncssh
 
 from .._bootstrap import bootstrap_payload, python_argv
-from .._wire import CLOSE_ERROR, DATA, FrameDecoder, dumps, encode_frame, loads
+from .._wire import DATA, FrameDecoder, dumps, encode_frame
 from ._base import StreamSink
-from .forkserver import read_greeting
+from .forkserver import deliver, read_greeting
 from .sshpool import Slot, SSHTarget
 from .sshstream import SSHTransport, StreamSession
 
@@ -239,20 +239,7 @@ class RemoteForkServer:
             hello, data = greeting
             self._received = None
             self._greeting.set_result(hello)
-        for msgtype, ident, payload in self._decoder.feed(data):
-            if ident == 0:  # a worker ended
-                pid, code = loads(payload)
-                worker = self._workers.pop(pid, None)
-                if worker is None:
-                    self._exit_codes[pid] = code
-                else:
-                    worker.exited(code)
-            elif (reply := self._replies.get(ident)) is not None and not reply.done():
-                if msgtype == CLOSE_ERROR:
-                    message = payload.decode("utf-8", "replace")
-                    reply.set_exception(OSError(f"the fork server cannot fork: {message}"))
-                else:
-                    reply.set_result(loads(payload))
+        deliver(self._decoder.feed(data), self._workers, self._exit_codes, self._replies)
 
     def stderr_received(self, data: bytes) -> None:
         self.stderr = (self.stderr + data)[-STDERR_KEPT:]
