@@ -77,6 +77,14 @@ class _NoEndmarker:
 NO_ENDMARKER: Final = _NoEndmarker()
 
 
+class _NamesChannel(Exception):
+    """A value read by a thread names a channel: the loop must decode it."""
+
+
+def _refuse_channel(ident: int) -> object:
+    raise _NamesChannel
+
+
 class Channel:
     """The local end of a channel; get one from ``Gateway.remote_exec`` or
     ``Gateway.newchannel``. Use it from the gateway's event loop only."""
@@ -133,6 +141,24 @@ class Channel:
         # _items, so either it sees this item or this sees it: none is lost.
         if self._thread_waiting:
             self._wake_threads()
+
+    def _deliver_in_thread(self, payload: bytes | memoryview) -> bool:
+        """As :meth:`_deliver`, from a thread reading for the loop
+        (``Router.read_for_thread``), for a channel only threads receive
+        from. False: the loop must deliver it (a callback, a coroutine
+        waiting, or a channel named in the value: those are the loop's)."""
+        if self._callback is not None or self._waiters or self._closed:
+            return False
+        try:
+            item: _Item = (loads(payload, _refuse_channel), len(payload))
+        except _NamesChannel:
+            return False
+        except LoadError as exc:
+            item = (_Undecodable(exc), len(payload))
+        self._items.append(item)
+        if self._thread_waiting:
+            self._wake_threads()
+        return True
 
     def _on_remote_close(self, error: str | None) -> None:
         if self._remote_closed:
@@ -261,7 +287,16 @@ class Channel:
                     if self._remote_closed or self._closed:
                         raise self._end_error()
                     left = None if deadline is None else deadline - time.monotonic()
-                    if (left is not None and left <= 0) or not cond.wait(left):
+                    if left is not None and left <= 0:
+                        raise TimeoutError(f"no value on channel {self.id} within {timeout}s")
+                    # Read the pipe while waiting, rather than be woken by
+                    # the loop's thread once it has: one thread switch less.
+                    cond.release()
+                    try:
+                        read = self._router.read_for_thread(left)
+                    finally:
+                        cond.acquire()
+                    if not read and not cond.wait(left):
                         raise TimeoutError(f"no value on channel {self.id} within {timeout}s")
             finally:
                 self._thread_waiting -= 1

@@ -9,6 +9,12 @@ Writing: frames from every channel are appended to one buffer that is
 written once per event-loop iteration (or sooner when it grows large),
 so a burst of small sends costs one system call, not one each.
 
+A thread of the blocking facade waiting for a value may read the
+worker's pipe itself (:meth:`Router.read_for_thread`), holding the pipe
+reader's duty: a value for a channel that only threads receive from is
+delivered there and then; every other frame, and every frame after it, is
+handed to the loop in order (:meth:`Router._hand_off`).
+
 Invariants: after :meth:`connection_lost` or a protocol error the router is
 ``lost`` for good, every channel has been told, and writes raise
 :class:`GatewayLost`.
@@ -41,10 +47,12 @@ from ._wire import (
     decode_ack,
     loads,
 )
+from .transports.pipereader import read_buffer
 
 if TYPE_CHECKING:
     from ._channel import Channel
     from .transports import Transport
+    from .transports.pipereader import PipeReader
 
 __all__ = ["Router"]
 
@@ -98,10 +106,17 @@ class Router:
         self.write_lock = threading.RLock()
         self._direct_fd: int | None = None  # our own duplicate of that pipe
         self._direct_asked = False
+        self._thread_reader: PipeReader | None = None
+        # Frames a reading thread handed to the loop: _handed counts those
+        # not yet dispatched; while any are, a thread delivers nothing itself.
+        self._handoff: list[tuple[int, int, bytes | str]] = []
+        self._handed = 0
+        self._handoff_lock = threading.Lock()
 
     def attach(self, transport: Transport) -> None:
         """Write to ``transport`` from now on."""
         self.transport = transport
+        self._thread_reader = transport.thread_reader()
 
     def _open_direct(self) -> None:
         """On the loop, at the first write from a thread (not at attach: a
@@ -132,6 +147,8 @@ class Router:
     # -- reading (StreamSink)
 
     def data_received(self, data: bytes | memoryview) -> None:
+        if self._handed:
+            self._run_handoff()  # read before this, by a thread
         if self.lost is not None:
             return
         if not self._greeted:
@@ -159,6 +176,8 @@ class Router:
 
     def read_filled(self, size: int, spare: memoryview) -> None:
         """``size`` bytes were read into the buffers :meth:`read_buffers` gave."""
+        if self._handed:
+            self._run_handoff()  # read before this, by a thread
         if not self._greeted or self.lost is not None:
             self.data_received(spare[:size])
             return
@@ -169,6 +188,83 @@ class Router:
             self._fail(f"protocol error from gateway {self.gateway_id!r}: {exc}")
             return
         self._dispatch(frames)
+
+    # -- reading from a thread
+
+    def read_for_thread(self, timeout: float | None) -> bool:
+        """For a thread waiting for a value (``Channel.receive_from_thread``,
+        holding no lock): read the worker's pipe once, for up to ``timeout``
+        seconds, and deliver what came. False: this thread cannot read now
+        (no pipe to read, or another reader holds it): wait to be woken."""
+        reader = self._thread_reader
+        if reader is None or reader.at_end or not self._greeted or self.lost is not None:
+            return False
+        if not reader.duty.acquire(blocking=False):
+            return False
+        ended = False
+        try:
+            spare = read_buffer()
+            size = reader.read_in_thread(timeout, self._decoder.buffers(spare))
+            if size == 0:
+                ended = True
+            elif size is not None:
+                try:
+                    frames = self._decoder.filled(size, spare)
+                except ProtocolError as exc:
+                    self._thread_reader = None  # the loop reads from now on
+                    message = f"protocol error from gateway {self.gateway_id!r}: {exc}"
+                    self._hand_off(exc.frames, message)
+                    ended = True
+                else:
+                    self._dispatch_in_thread(frames)
+        finally:
+            reader.let_go(ended)
+        return True
+
+    def _dispatch_in_thread(self, frames: list[tuple[int, int, bytes | memoryview]]) -> None:
+        channels = self.channels
+        for index, (msgtype, ident, payload) in enumerate(frames):
+            if msgtype == DATA and not self._handed:
+                channel = channels.get(ident)
+                if channel is not None and channel._deliver_in_thread(payload):
+                    continue
+            self._hand_off(frames[index:])
+            return
+
+    def _hand_off(
+        self, frames: list[tuple[int, int, bytes | memoryview]], failure: str | None = None
+    ) -> None:
+        """From a reading thread: ``frames`` (then ``failure``, a protocol
+        error) are the loop's to dispatch, in order after those before."""
+        entries: list[tuple[int, int, bytes | str]] = [
+            (msgtype, ident, payload if type(payload) is bytes else bytes(payload))
+            for msgtype, ident, payload in frames
+        ]
+        if failure is not None:
+            entries.append((-1, 0, failure))
+        if not entries:
+            return
+        with self._handoff_lock:
+            first = not self._handoff
+            self._handoff.extend(entries)
+            self._handed += len(entries)
+        if first:
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._run_handoff)
+
+    def _run_handoff(self) -> None:
+        with self._handoff_lock:
+            entries, self._handoff = self._handoff, []
+        try:
+            frames = entries
+            if entries and entries[-1][0] < 0:  # a protocol error ends them
+                frames = entries[:-1]
+            self._dispatch(frames)  # type: ignore[arg-type]
+            if frames is not entries:
+                self._fail(str(entries[-1][2]))
+        finally:
+            with self._handoff_lock:
+                self._handed -= len(entries)
 
     def _dispatch(self, frames: list[tuple[int, int, bytes | memoryview]]) -> None:
         channels = self.channels

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .._group import Group
     from .._spec import XSpec
     from .forkserver import ForkServers
+    from .pipereader import PipeReader
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "OpenContext", "StreamSink", "Transport", "TransportFactory"]
 
@@ -107,6 +108,12 @@ class Transport(abc.ABC):
     def write_buffer_size(self) -> int:
         """Bytes written but not yet handed to the operating system."""
         return 0
+
+    def thread_reader(self) -> PipeReader | None:
+        """The reader of the worker's output pipe, if a thread waiting for
+        a value may read it itself (``Router.read_for_thread``); None:
+        only the loop reads."""
+        return None
 
     @abc.abstractmethod
     async def kill(self) -> None:

@@ -14,6 +14,14 @@ A sink that reads large payloads straight into buffers of its own gives
 ``buffers`` and ``filled`` (the router's ``read_buffers``/``read_filled``):
 each read then fills the buffers ``buffers(spare)`` returns, and
 ``filled(size, spare)`` is told how much arrived instead of ``received``.
+
+Reading is a duty one thread holds at a time (:attr:`PipeReader.duty`): the
+loop's reader, or a thread of the blocking facade that waits for a value
+and reads the pipe itself meanwhile (:meth:`PipeReader.read_in_thread`),
+saving the hand-off from the loop's thread to its own. While a thread
+reads, the loop's reader is *parked* (removed from the selector, so the
+loop is not woken by what that thread reads); a tick on the loop takes the
+duty back once no thread has read for :data:`TICK` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import asyncio
 import contextlib
 import mmap
 import os
+import select
 import threading
 from collections.abc import Callable
 
@@ -29,6 +38,11 @@ __all__ = ["READ_SIZE", "PipeReader", "read_buffer"]
 
 #: Bytes read at once at most (the buffer's size).
 READ_SIZE = 256 * 1024
+#: While parked, the loop looks this often whether a thread still reads.
+TICK = 0.002
+#: A reading thread polls at most this long at once, so that a reader
+#: closed meanwhile is noticed.
+POLL_SLICE = 0.05
 
 _local = threading.local()
 
@@ -63,6 +77,19 @@ class PipeReader:
         self._buffers = buffers if filled is not None else None
         self._filled = filled
         self._loop = asyncio.get_running_loop()
+        #: Held by whoever reads: the loop in its callback, or a thread.
+        self.duty = threading.Lock()
+        self._parked = False  # the loop's reader is off the selector
+        self._park_asked = False
+        self._thread_read = False  # a thread read since the last tick
+        #: A thread read the end of the pipe (or failed): the loop reports it,
+        #: and no thread reads again.
+        self.at_end = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+        # close() while a thread reads leaves the descriptor to that thread
+        # (it may be polling it): _closing_fd, under _close_lock.
+        self._close_lock = threading.Lock()
+        self._closing_fd = -1
         os.set_blocking(fd, False)
         self._loop.add_reader(fd, self._ready)
 
@@ -72,6 +99,16 @@ class PipeReader:
     def _ready(self) -> None:
         if self._fd is None:
             return
+        if not self.duty.acquire(blocking=False):
+            self._park()  # a thread reads: let it, and sleep meanwhile
+            return
+        try:
+            self._read()
+        finally:
+            self.duty.release()
+
+    def _read(self) -> None:
+        assert self._fd is not None
         buffer = read_buffer()
         buffers = self._buffers
         try:
@@ -95,7 +132,87 @@ class PipeReader:
     def close(self) -> None:
         """Stop reading and close the pipe (idempotent; no ``ended``)."""
         fd, self._fd = self._fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        if not self._parked:
             with contextlib.suppress(ValueError, RuntimeError):  # the loop is closed
                 self._loop.remove_reader(fd)
-            os.close(fd)
+        self._parked = True
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        with self._close_lock:
+            if self.duty.acquire(blocking=False):
+                self.duty.release()
+            else:  # a thread polls it: that thread closes it as it lets go
+                self._closing_fd = fd
+                return
+        os.close(fd)
+
+    # -- a thread reads (on the loop's behalf, holding the duty)
+
+    def read_in_thread(self, timeout: float | None, buffers: list[memoryview]) -> int | None:
+        """From a thread holding :attr:`duty`: wait up to ``timeout``
+        seconds (at most :data:`POLL_SLICE`) for the pipe, then read into
+        ``buffers``. The size read; 0 at the end of the pipe, or if it
+        failed or was closed (the loop reads it again and reports it);
+        None if nothing came."""
+        fd = self._fd
+        if fd is None:
+            self.at_end = True
+            return 0
+        self._thread_read = True
+        if not self._parked and not self._park_asked:
+            self._park_asked = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                self._loop.call_soon_threadsafe(self._park)
+        wait = POLL_SLICE if timeout is None else min(max(timeout, 0.0), POLL_SLICE)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(wait * 1000):
+            return None
+        try:
+            size = os.readv(fd, buffers)
+        except (BlockingIOError, InterruptedError):
+            return None  # the loop read it first
+        except OSError:
+            size = 0
+        if not size:
+            self.at_end = True
+        return size
+
+    def let_go(self, ended: bool = False) -> None:
+        """Release :attr:`duty`, from the thread holding it. ``ended``: it
+        read the end of the pipe (or failed): the loop reads again now, to
+        report it."""
+        with self._close_lock:
+            self.duty.release()
+            fd, self._closing_fd = self._closing_fd, -1
+        if fd >= 0:
+            os.close(fd)  # close() came while this thread read
+        elif ended:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._unpark)
+
+    def _park(self) -> None:
+        self._park_asked = False
+        if self._parked or self._fd is None:
+            return
+        self._parked = True
+        self._loop.remove_reader(self._fd)
+        self._thread_read = False
+        self._tick_handle = self._loop.call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        if self._thread_read or self.duty.locked():
+            self._thread_read = False
+            self._tick_handle = self._loop.call_later(TICK, self._tick)
+        else:
+            self._unpark()
+
+    def _unpark(self) -> None:
+        if self._parked and self._fd is not None:
+            if self._tick_handle is not None:
+                self._tick_handle.cancel()
+                self._tick_handle = None
+            self._parked = False
+            self._loop.add_reader(self._fd, self._ready)

@@ -53,6 +53,8 @@ class _Protocol(asyncio.SubprocessProtocol):
         # Large payloads straight into the sink's buffers, unless a subclass
         # looks at the output first (srun's).
         direct = type(self).pipe_data_received is _Protocol.pipe_data_received
+        #: Only the sink sees the output: a thread may read it for the sink.
+        self.direct = direct
         self.output = PipeReader(
             fd,
             lambda data: self.pipe_data_received(1, data),
@@ -160,6 +162,10 @@ class PopenTransport(Transport):
             return stream.fileno() if stream is not None else None
         except (ValueError, OSError):  # already closed: the worker is gone
             return None
+
+    def thread_reader(self) -> PipeReader | None:
+        protocol = self._protocol
+        return protocol.output if getattr(protocol, "direct", False) else None
 
     def write_buffer_size(self) -> int:
         size = self._stdin.get_write_buffer_size()
