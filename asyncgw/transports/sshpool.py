@@ -353,7 +353,9 @@ async def _connect(
             try:
                 async with gate:
                     kwargs["connect_timeout"] = max(0.1, deadline - loop.time())
-                    return await asyncssh.connect(target.host, **kwargs)
+                    conn = await asyncssh.connect(target.host, **kwargs)
+                _acknowledge_promptly(conn)
+                return conn
             except _DROPPED as exc:
                 if loop.time() + delay >= deadline:
                     raise HostNotFound(f"cannot connect to {target}: {_reason(exc)}") from None
@@ -365,6 +367,77 @@ async def _connect(
         raise AuthenticationError(f"{target} refused authentication: {exc.reason}") from None
     except (TimeoutError, OSError, socket.gaierror, asyncssh.Error) as exc:
         raise HostNotFound(f"cannot connect to {target}: {_reason(exc)}") from None
+
+
+class _PromptAcks(asyncio.Protocol):
+    """Between a connection's TCP transport and asyncssh: acknowledges what
+    arrives at once, then hands it on.
+
+    sshd sets TCP_NODELAY only for sessions with a terminal, so Nagle's
+    algorithm holds back a small packet of its while an earlier one is
+    unacknowledged; the kernel here delays that acknowledgement (40 ms or
+    more) when we sent nothing since. Right after authentication sshd sends
+    two such packets (its host keys, then the reply to our session's
+    channel open), so an exec session took ~45 ms to open, most starts; a
+    worker writing two small messages in a row waits the same. TCP_QUICKACK,
+    set after each read, sends the acknowledgement now (one system call a
+    read; Linux only).
+    """
+
+    def __init__(self, inner: asyncio.Protocol, sock: Any, option: int) -> None:
+        self._inner = inner
+        self._sock = sock
+        self._option = option
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pass  # asyncssh has had it
+
+    def data_received(self, data: bytes) -> None:
+        # Cannot fail on a connected TCP socket; it is asyncio's until it closes.
+        self._sock.setsockopt(socket.IPPROTO_TCP, self._option, 1)
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+
+
+def _acknowledge_promptly(conn: asyncssh.SSHClientConnection) -> None:
+    """Put :class:`_PromptAcks` under ``conn`` if it runs over TCP here.
+
+    asyncssh does not expose its transport (``_transport``); without it,
+    or through a jump host or a proxy command, the connection is left as
+    it is.
+    """
+    option = _TCP_QUICKACK
+    if option is None:
+        return
+    transport = getattr(conn, "_transport", None)
+    sock = conn.get_extra_info("socket")
+    if (
+        not isinstance(transport, asyncio.Transport)
+        or transport.get_protocol() is not conn
+        or sock is None
+        or sock.family not in (socket.AF_INET, socket.AF_INET6)
+        or sock.type != socket.SOCK_STREAM
+    ):
+        return
+    try:  # an acknowledgement already due (sshd's host keys) goes now
+        sock.setsockopt(socket.IPPROTO_TCP, option, 1)
+    except OSError:
+        return
+    transport.set_protocol(_PromptAcks(conn, sock, option))
 
 
 def _reason(exc: BaseException) -> str:
