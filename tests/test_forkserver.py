@@ -143,3 +143,34 @@ async def test_forked_workers_hold_only_their_own_descriptors(group: asyncgw.Gro
     assert (await who(fresh))[1] == os.getpid()
     expected = await fresh.remote_exec(FDS).receive(timeout=10)
     assert forked == [expected] * len(gws)
+
+
+STATE = """
+import gc, signal, sys
+handlers = {}
+for signum in sorted(signal.valid_signals()):
+    try:
+        handlers[int(signum)] = repr(signal.getsignal(signum))
+    except (OSError, ValueError):
+        pass
+wakeup = signal.set_wakeup_fd(-1)  # the main thread's (main_thread_only)
+signal.set_wakeup_fd(wakeup)
+blocked = sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+channel.send([handlers, wakeup, blocked, gc.isenabled(), gc.get_threshold(),
+              sys.stdout.line_buffering])
+"""
+
+
+async def test_forked_workers_start_in_the_state_of_a_fresh_one(group: asyncgw.Group) -> None:
+    # The fork server prepares (gc, stdout) and rehearses a worker's start
+    # before it forks, and installs a SIGCHLD handler and a wake-up fd of
+    # its own: a child must still look like a started worker.
+    spec = "popen//execmodel=main_thread_only"
+    gws = await group.makegateways([spec] * 2)
+    forked = [await gw.remote_exec(STATE).receive(timeout=10) for gw in gws]
+    async with asyncgw.Group(exit_timeout=2.0) as alone:  # one start: no fork server
+        fresh = await alone.makegateway(spec)
+        assert (await who(fresh))[1] == os.getpid() != (await who(gws[0]))[1]
+        expected = await fresh.remote_exec(STATE).receive(timeout=10)
+    assert forked == [expected] * len(gws)
+    assert expected[1] == -1 and expected[5] is True

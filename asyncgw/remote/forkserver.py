@@ -35,6 +35,8 @@ fork server that was killed leaves them, and the next one to start
 removes them (only this user's, only when their socket no longer listens).
 """
 
+import _signal  # type: ignore[import-not-found]  # signal's own C module: no stub
+import gc
 import os
 import select
 import signal
@@ -56,6 +58,7 @@ from .._wire import (
     encode_frame,
     loads,
 )
+from . import worker as _worker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -90,6 +93,7 @@ def main(config: "dict[str, Any]") -> None:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, _ignore)  # a handler, so that the wake-up fd is written
     _preload(config.get("preload") or [])
+    _prepare()
     control.sendall(MAGIC + encode_frame(HELLO, 0, dumps({"pid": os.getpid(), "forkserver": True})))
     decoder = FrameDecoder()
     fds: "List[int]" = []
@@ -144,6 +148,17 @@ def _preload(names: "List[str]") -> None:
             __import__(name)
         except BaseException as exc:  # a worker imports it again, and fails there
             os.write(2, ("asyncgw fork server: preload of %r failed: %r\n" % (name, exc)).encode())
+
+
+def _prepare() -> None:
+    """Before the first fork: do here what every worker does first
+    (``worker.prepare``: gc frozen, stdout line-buffered) and rehearse the
+    rest of its start (``worker.rehearse``), so that each child finds it
+    done, in pages it shares with this process, rather than writing (hence
+    copying) them again."""
+    _worker.rehearse()
+    gc.collect()  # the rehearsals' workers (cycles), not frozen with the rest
+    _worker.prepare()
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -216,8 +231,10 @@ def _become_worker(shed: "List[Any]", config: "dict[str, Any]", streams: "List[i
     (as popen's children have), run a worker."""
     status = 1
     try:
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # _signal: signal's wrapper would convert to and from enums (pages
+        # of enum code and objects written, each one copied).
+        _signal.set_wakeup_fd(-1)
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         for item in shed:
             if isinstance(item, int):
                 os.close(item)
@@ -227,9 +244,7 @@ def _become_worker(shed: "List[Any]", config: "dict[str, Any]", streams: "List[i
         for target, fd in enumerate(streams):
             os.dup2(fd, target)
             os.close(fd)
-        from . import worker
-
-        worker.main(config)
+        _worker.serve(config)  # prepared before the fork (_prepare)
         status = 0
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else 1
@@ -260,6 +275,7 @@ class _Listener:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGCHLD, _ignore)
         _preload(config.get("preload") or [])
+        _prepare()
         self.directory = _private_directory()
         _sweep(os.path.dirname(self.directory))
         self.path = os.path.join(self.directory, "forkserver")
