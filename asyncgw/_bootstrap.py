@@ -2,7 +2,9 @@
 
 Two stages. The command line carries a tiny loader (``python -c LOADER``)
 that reads a length-prefixed second stage from stdin and executes it; the
-second stage installs ``_wire`` and the modules of ``remote/`` as modules
+second stage reads the sources that follow it (raw UTF-8, so that they
+are not compiled as string literals when the far side's code cache has
+them), installs ``_wire`` and the modules of ``remote/`` as modules
 of a private package ``_asyncgw_remote`` (so an asyncgw installed remotely, of whatever
 version, is never touched) and calls ``main(config)`` — of ``remote.worker``, or
 of ``remote.forkserver`` for an interpreter that forks popen workers. Only the loader
@@ -38,8 +40,19 @@ _PACKAGE = "_asyncgw_remote"
 # Nothing is written under dont_write_bytecode (the config, -B or
 # PYTHONDONTWRITEBYTECODE), as for .pyc files; a cache there is still read.
 _STAGE2 = """\
+import os
 import sys
 import marshal
+def _take(size):
+    chunks = []
+    while size:
+        chunk = os.read(0, min(size, 1 << 20))
+        if not chunk:
+            raise SystemExit('asyncgw: bootstrap input ended early')
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b''.join(chunks)
+_sources = _take({sources_size!r})
 def _package(name):
     package = type(sys)(name)
     package.__path__ = []
@@ -69,7 +82,7 @@ def _cache_read(fd, name, tag):
         return None
     try:
         with open(handle, 'rb') as file:
-            found_tag, codes = marshal.load(file)
+            found_tag, codes = marshal.loads(file.read())
     except Exception:
         return None
     return codes if found_tag == tag and type(codes) is dict else None
@@ -79,7 +92,7 @@ def _cache_write(fd, name, tag, codes):
         handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                          dir_fd=fd)
         with open(handle, 'wb') as file:
-            marshal.dump((tag, codes), file)
+            file.write(marshal.dumps((tag, codes)))
         os.replace(temp, name, src_dir_fd=fd, dst_dir_fd=fd)
     except Exception:
         try:
@@ -94,14 +107,14 @@ except Exception:
     _fd = None
 _codes = (_fd is not None and _cache_read(_fd, _name, _tag)) or {{}}
 _compiled = {{}}
-def _install(name, source):
+def _install(name, start, end):
     module = type(sys)(name)
     module.__package__ = name.rpartition('.')[0]
     module.__file__ = '<asyncgw ' + name + '>'
     sys.modules[name] = module
     code = _codes.get(name)
     if code is None:
-        code = _compiled[name] = compile(source, module.__file__, 'exec')
+        code = _compiled[name] = compile(_sources[start:end], module.__file__, 'exec')
     exec(code, module.__dict__)
 _package({package!r})
 _package({package!r} + '.remote')
@@ -109,6 +122,7 @@ _package({package!r} + '.remote')
     if _compiled and not {no_write!r} and not sys.flags.dont_write_bytecode:
         _cache_write(_fd, _name, _tag, _compiled)
     os.close(_fd)
+del _sources, _codes, _compiled
 {prelude}sys.modules[{package!r} + '.remote.' + {entry!r}].main({config!r})
 """
 
@@ -149,6 +163,19 @@ def _sources_key(modules: tuple[str, ...]) -> str:
     return digest.hexdigest()[:32]
 
 
+@functools.cache
+def _sources(modules: tuple[str, ...]) -> tuple[str, bytes]:
+    """The install lines of stage 2 for ``modules`` and the sources they
+    slice, built once per set of modules."""
+    installs, blob = [], b""
+    for path in modules:
+        source = module_source(path).encode("utf-8")
+        name = _PACKAGE + "." + path.replace("/", ".")
+        installs.append(f"_install({name!r}, {len(blob)}, {len(blob) + len(source)})\n")
+        blob += source
+    return "".join(installs), blob
+
+
 def bootstrap_payload(
     config: dict[str, Any], *, forkserver: bool = False, nofile: int | None = None
 ) -> bytes:
@@ -160,12 +187,10 @@ def bootstrap_payload(
         the inherited one.
     """
     modules = WORKER_MODULES + (("remote/forkserver",) if forkserver else ())
-    installs = "".join(
-        f"_install({_PACKAGE + '.' + path.replace('/', '.')!r}, {module_source(path)!r})\n"
-        for path in modules
-    )
+    installs, sources = _sources(modules)
     stage2 = _STAGE2.format(
         package=_PACKAGE,
+        sources_size=len(sources),
         installs=installs,
         key=_sources_key(modules),
         no_write=bool(config.get("dont_write_bytecode")),
@@ -173,7 +198,7 @@ def bootstrap_payload(
         config=config,
         prelude="" if nofile is None else _RESTORE_NOFILE.format(soft=int(nofile)),
     ).encode("utf-8")
-    return b"%010d" % len(stage2) + stage2
+    return b"%010d" % len(stage2) + stage2 + sources
 
 
 def python_argv(python: list[str]) -> list[str]:
