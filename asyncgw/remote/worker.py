@@ -137,13 +137,20 @@ class Worker:
     """Owns the streams, the channel table and the execution of remote code."""
 
     def __init__(self, rfd: int, wfd: int, config: dict[str, Any]) -> None:
-        self.rfd = rfd
-        self.wfd = wfd
-        self.gateway_id = config.get("id")
-        self.window = int(config.get("window", 8 * 1024 * 1024))
-        self.execmodel = config.get("execmodel") or "thread"
-        self.max_frame = int(config.get("max_frame") or DEFAULT_MAX_PAYLOAD)
-        self.handle = GatewayHandle(self)
+        self._make()
+        self.configure(rfd, wfd, config)
+
+    @classmethod
+    def blank(cls) -> Worker:
+        """A worker without streams or config yet (:meth:`configure` gives
+        them): a fork server makes one before its forks, and each forked
+        child configures its own copy of it (see :func:`rehearse`)."""
+        worker = cls.__new__(cls)
+        worker._make()
+        return worker
+
+    def _make(self) -> None:
+        """The state every worker starts with, whatever its config."""
         self._write_lock = threading.RLock()  # a collected channel's close may nest
         self._lock = threading.Lock()  # guards the fields below
         # Channels live as long as something references them: remote code,
@@ -167,14 +174,26 @@ class Worker:
         #: Called, in order, before the worker exits when told to (not when
         #: the caller is gone): what a service must send before the end.
         self.exit_hooks: list[Callable[[], None]] = []
-        self._decoder = FrameDecoder(self.max_frame)
-        # Anonymous memory: a page is resident once a read reaches it.
-        self._read_buffer = memoryview(mmap.mmap(-1, READ_SIZE))
         # Read, not yet dispatched; a large DATA payload is a view lent by
         # the decoder, valid until the next read (everything read is
         # dispatched, hence decoded, before that).
         self._frames: deque[tuple[int, int, bytes | memoryview]] = deque()
         self.reading = ReadingDuty(self._read_on_duty, TAKEOVER_AFTER, WATCH_QUIET_POLLS)
+
+    def configure(self, rfd: int, wfd: int, config: dict[str, Any]) -> None:
+        """Give the worker its streams and config (once, before it serves)."""
+        self.rfd = rfd
+        self.wfd = wfd
+        self.gateway_id = config.get("id")
+        self.window = int(config.get("window", 8 * 1024 * 1024))
+        self.execmodel = config.get("execmodel") or "thread"
+        self.max_frame = int(config.get("max_frame") or DEFAULT_MAX_PAYLOAD)
+        self.handle = GatewayHandle(self)
+        self._decoder = FrameDecoder(self.max_frame)
+        # Anonymous memory: a page is resident once a read reaches it.
+        # Mapped here, in the worker's own process, never in a fork server:
+        # mmap(-1) is MAP_SHARED, which a fork would share with the parent.
+        self._read_buffer = memoryview(mmap.mmap(-1, READ_SIZE))
 
     # -- output
 
@@ -629,24 +648,58 @@ def prepare() -> None:
 def rehearse(times: int = REHEARSALS) -> None:
     """Run what :func:`serve` runs up to its HELLO, ``times`` over, on
     /dev/null (for a fork server, before its first fork; see
-    :data:`REHEARSALS`)."""
+    :data:`REHEARSALS`); then make what a forked worker finds ready: the
+    blank :class:`Worker` it configures and the HELLO made but for the pid."""
+    global _spare, _hello_parts
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         for _ in range(times):
             _apply_config({})
-            worker = Worker(devnull, devnull, {})
-            worker.write_frame(HELLO, 0, dumps(_hello()))
+            worker = Worker.blank()
+            worker.configure(devnull, devnull, {})
+            worker.write_frame(HELLO, 0, _hello_payload(os.getpid()))
     finally:
         os.close(devnull)
+    _hello_parts = _hello_template()
+    _spare = Worker.blank()
 
 
-def _hello() -> dict[str, Any]:
+#: The blank Worker a forked child takes (:func:`rehearse`): made before the
+#: forks, it is each child's own copy, paid for in copied pages only where
+#: the child writes; making one in every child wrote many more (~60 here).
+_spare: Worker | None = None
+#: The HELLO's payload before and after the pid's encoding (:func:`rehearse`).
+_hello_parts: tuple[bytes, bytes] | None = None
+
+
+def _hello(pid: int) -> dict[str, Any]:
     return {
         "protocol": PROTOCOL_VERSION,
-        "pid": os.getpid(),
+        "pid": pid,
         "executable": sys.executable,
         "version_info": tuple(sys.version_info[:3]),
     }
+
+
+def _hello_payload(pid: int) -> bytes:
+    if _hello_parts is None:
+        return dumps(_hello(pid))
+    return _hello_parts[0] + dumps(pid) + _hello_parts[1]
+
+
+def _hello_template() -> tuple[bytes, bytes] | None:
+    """The HELLO's payload as the bytes before and after its pid's encoding,
+    if it is made so (checked on two pids); else None. A forked child then
+    encodes its pid alone: encoding the whole HELLO wrote some 30 pages."""
+    pids = (os.getpid(), 0x7FFF0001)
+    payload = dumps(_hello(pids[0]))
+    before, mark, after = payload.partition(dumps(pids[0]))
+    if not mark or mark in after:
+        return None
+    for pid in pids[1:]:
+        if before + dumps(pid) + after != dumps(_hello(pid)):
+            return None
+    return before, after
 
 
 def main(config: dict[str, Any]) -> None:
@@ -673,11 +726,12 @@ def serve(config: dict[str, Any]) -> None:
         message = format_exception().encode("utf-8", "replace")
         os.write(wfd, HEADER.pack(CLOSE_ERROR, 0, len(message)) + message)
         _exit(1)
-    worker = Worker(rfd, wfd, config)
+    worker = Worker.blank() if _spare is None else _spare
+    worker.configure(rfd, wfd, config)
     if config.get("execnet_alias"):
         install_execnet_alias()
     os.write(wfd, MAGIC)
-    worker.write_frame(HELLO, 0, dumps(_hello()))
+    worker.write_frame(HELLO, 0, _hello_payload(os.getpid()))
     if worker.execmodel == "main_thread_only":
         reader = threading.Thread(target=worker.read_loop, name="asyncgw-reader", daemon=True)
         reader.start()
