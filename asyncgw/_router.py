@@ -7,7 +7,10 @@ no task hop between the pipe and a waiting ``receive``.
 
 Writing: frames from every channel are appended to one buffer that is
 written once per event-loop iteration (or sooner when it grows large),
-so a burst of small sends costs one system call, not one each.
+so a burst of small sends costs one system call, not one each. A frame
+after a quiet spell (:data:`QUIET_NS`) is written at once instead: a lone
+send, most often a request about to be waited for, then costs no
+scheduled flush and no extra loop iteration.
 
 A thread of the blocking facade waiting for a value may read the
 worker's pipe itself (:meth:`Router.read_for_thread`), holding the pipe
@@ -28,6 +31,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BootstrapError, GatewayLost, ProtocolError
@@ -60,6 +64,8 @@ log = logging.getLogger("asyncgw")
 
 #: Buffered output is written at once beyond this many bytes.
 FLUSH_THRESHOLD = 256 * 1024
+#: A frame queued this long (ns) after the last write is written at once.
+QUIET_NS = 50_000
 #: Payloads this large bypass the buffer (one copy fewer).
 LARGE_PAYLOAD = 64 * 1024
 #: The largest frame another thread writes to the worker's stream itself.
@@ -99,6 +105,7 @@ class Router:
         self._out: list[bytes] = []
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
+        self._last_write = 0  # monotonic_ns() of the last frame queued
         self._writable: asyncio.Future[None] | None = None
         #: Guards every write, and the send windows of the channels, so that
         #: another thread may write a frame straight to the worker's pipe
@@ -420,8 +427,15 @@ class Router:
                 self.transport.write(header)
                 self.transport.write(payload)
                 return
-            self._out.append(header + payload if payload else header)
-            self._out_size += HEADER.size + len(payload)
+            frame = header + payload if payload else header
+            now = monotonic_ns()
+            if not self._out and now - self._last_write > QUIET_NS and self.transport:
+                self._last_write = now
+                self.transport.write(frame)
+                return
+            self._last_write = now
+            self._out.append(frame)
+            self._out_size += len(frame)
             if self._out_size >= FLUSH_THRESHOLD:
                 self.flush()
             elif self._flush_handle is None:
