@@ -1,7 +1,8 @@
-"""The pool's prompt acknowledgements (sshpool._PromptAcks): on a TCP
-connection every read is acknowledged at once (TCP_QUICKACK) before
-asyncssh sees it, and everything else passes through unchanged; where
-there is no TCP socket of ours, the connection is left as it is."""
+"""The pool's prompt acknowledgements (sshpool._PromptAcks): for a new TCP
+connection's first moments every read is acknowledged at once
+(TCP_QUICKACK) before asyncssh sees it, everything else passes through
+unchanged, and then asyncssh reads its transport again; where there is no
+TCP socket of ours, the connection is left as it is."""
 
 from __future__ import annotations
 
@@ -84,26 +85,44 @@ def test_a_connection_without_a_transport_of_ours_is_left_alone() -> None:
     assert conn._transport is None
 
 
+def _target(ssh_keys: Keys, port: int) -> sshpool.SSHTarget:
+    options = (
+        ("ssh_identity", str(ssh_keys.user_key_path)),
+        ("ssh_known_hosts", str(ssh_keys.known_hosts(port))),
+    )
+    return sshpool.SSHTarget("127.0.0.1", port, None, options)
+
+
 @quickack
-async def test_a_pooled_connection_acknowledges_promptly_and_works(ssh_keys: Keys) -> None:
+async def test_a_new_pooled_connection_acknowledges_promptly(ssh_keys: Keys) -> None:
     async with ssh_server(ssh_keys) as (port, _):
-        target = sshpool.SSHTarget(
-            "127.0.0.1",
-            port,
-            None,
-            (
-                ("ssh_identity", str(ssh_keys.user_key_path)),
-                ("ssh_known_hosts", str(ssh_keys.known_hosts(port))),
-            ),
-        )
-        slot = await sshpool.acquire(target, 10)
+        slot = await sshpool.acquire(_target(ssh_keys, port), 10)
         conn = slot.conn
         try:
             transport = conn._transport  # asyncssh's; what the pool wrapped
             assert isinstance(transport.get_protocol(), sshpool._PromptAcks)
             result = await conn.run("echo hello; echo there >&2", check=True)
             assert result.stdout == "hello\n" and result.stderr == "there\n"
+            assert isinstance(transport.get_protocol(), sshpool._PromptAcks)
         finally:
             slot.release()  # its last session: the connection closes
         async with asyncio.timeout(10):
-            await conn.wait_closed()  # the loss reached asyncssh through the shim
+            await conn.wait_closed()  # its loss reached asyncssh through the shim
+
+
+@quickack
+async def test_then_asyncssh_reads_its_transport_again(
+    ssh_keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sshpool, "PROMPT_ACKS_SECONDS", 0)  # aside at the next turn
+    async with ssh_server(ssh_keys) as (port, _):
+        slot = await sshpool.acquire(_target(ssh_keys, port), 10)
+        conn = slot.conn
+        try:
+            assert (await conn.run("echo hello", check=True)).stdout == "hello\n"
+            assert conn._transport.get_protocol() is conn
+            assert (await conn.run("echo again", check=True)).stdout == "again\n"
+        finally:
+            slot.release()
+        async with asyncio.timeout(10):
+            await conn.wait_closed()

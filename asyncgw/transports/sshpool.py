@@ -370,18 +370,19 @@ async def _connect(
 
 
 class _PromptAcks(asyncio.Protocol):
-    """Between a connection's TCP transport and asyncssh: acknowledges what
-    arrives at once, then hands it on.
+    """Between a new connection's TCP transport and asyncssh, for its first
+    moments: acknowledges what arrives at once, then hands it on.
 
     sshd sets TCP_NODELAY only for sessions with a terminal, so Nagle's
     algorithm holds back a small packet of its while an earlier one is
     unacknowledged; the kernel here delays that acknowledgement (40 ms or
-    more) when we sent nothing since. Right after authentication sshd sends
-    two such packets (its host keys, then the reply to our session's
-    channel open), so an exec session took ~45 ms to open, most starts; a
-    worker writing two small messages in a row waits the same. TCP_QUICKACK,
-    set after each read, sends the acknowledgement now (one system call a
-    read; Linux only).
+    more) when we have just sent something. Right after authentication
+    sshd sends its host keys, and then its reply to the channel open we
+    sent meanwhile, which so waited ~40 ms in most starts. TCP_QUICKACK,
+    set after each read, sends the acknowledgement now. Later, requests
+    carry the acknowledgements of replies, and a prompt one would cost a
+    packet and a system call a read (a small round trip's CPU here +4%):
+    the shim steps aside after :data:`PROMPT_ACKS_SECONDS`.
     """
 
     def __init__(self, inner: asyncio.Protocol, sock: Any, option: int) -> None:
@@ -411,10 +412,15 @@ class _PromptAcks(asyncio.Protocol):
 
 
 _TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
+#: Seconds after authentication during which every read is acknowledged at
+#: once: past the longest delayed acknowledgement (Linux: 200 ms), and the
+#: sessions a start opens (the first gateway's, a fork server's) are open.
+PROMPT_ACKS_SECONDS = 1.0
 
 
 def _acknowledge_promptly(conn: asyncssh.SSHClientConnection) -> None:
-    """Put :class:`_PromptAcks` under ``conn`` if it runs over TCP here.
+    """Put :class:`_PromptAcks` under ``conn`` for its first moments, if it
+    runs over TCP here.
 
     asyncssh does not expose its transport (``_transport``); without it,
     or through a jump host or a proxy command, the connection is left as
@@ -437,7 +443,14 @@ def _acknowledge_promptly(conn: asyncssh.SSHClientConnection) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, option, 1)
     except OSError:
         return
-    transport.set_protocol(_PromptAcks(conn, sock, option))
+    shim = _PromptAcks(conn, sock, option)
+    transport.set_protocol(shim)
+
+    def step_aside() -> None:
+        if transport.get_protocol() is shim and not transport.is_closing():
+            transport.set_protocol(conn)
+
+    asyncio.get_running_loop().call_later(PROMPT_ACKS_SECONDS, step_aside)
 
 
 def _reason(exc: BaseException) -> str:
