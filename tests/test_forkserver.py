@@ -15,7 +15,7 @@ import pytest
 
 import asyncgw
 
-from .conftest import PYTHON39, wait_gone
+from .conftest import PYTHON39, SMOKE_PYTHON, require_python, wait_gone
 
 pytestmark = pytest.mark.anyio
 
@@ -174,3 +174,19 @@ async def test_forked_workers_start_in_the_state_of_a_fresh_one(group: asyncgw.G
         expected = await fresh.remote_exec(STATE).receive(timeout=10)
     assert forked == [expected] * len(gws)
     assert expected[1] == -1 and expected[5] is True
+
+
+async def test_smoke_fork_server_on_python38() -> None:
+    # 3.8 is below the supported 3.9 (a smoke test only): its fork server
+    # forks workers and reports their exit status (it has no
+    # os.waitstatus_to_exitcode; the fork server died at its first reap).
+    python = require_python(SMOKE_PYTHON)
+    async with asyncgw.Group(exit_timeout=2.0) as group:
+        gws = await group.makegateways([f"popen//python={python}"] * 2)
+        server = (await who(gws[0]))[1]
+        assert server == (await who(gws[1]))[1] != os.getpid()
+        with pytest.raises(asyncgw.GatewayLost, match="exit status 7"):
+            await gws[0].remote_exec("import os; os._exit(7)").receive(timeout=10)
+        assert (await who(gws[1]))[1] == server
+        fresh = await group.makegateway(f"popen//python={python}")
+        assert (await who(fresh))[1] == server  # forked: the server lives on

@@ -176,7 +176,15 @@ def _reap(send: "Callable[[bytes], Any]") -> "List[int]":
         if pid == 0:
             return reaped
         reaped.append(pid)
-        send(encode_frame(DATA, 0, dumps([pid, os.waitstatus_to_exitcode(status)])))
+        send(encode_frame(DATA, 0, dumps([pid, _exit_code(status)])))
+
+
+def _exit_code(status: int) -> int:
+    """os.waitstatus_to_exitcode, which Python 3.8 lacks: minus the signal
+    that ended the process, else its exit status."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
 
 
 def _receive(control: socket.socket, fds: "List[int]", flags: int) -> bytes:
