@@ -19,6 +19,11 @@ sshd drops what exceeds its own limits, so the pool stays inside them:
   an idle connection (no session, kept only by a :class:`Hold`) is
   closed to make room; otherwise the caller waits for one to close.
 
+A new TCP connection acknowledges what it receives at once for its
+first second (``_PromptAcks``): sshd's reply to our first channel open
+otherwise waits on Nagle's algorithm for our delayed acknowledgement of
+its host-keys message, ~40 ms of each start.
+
 A connection closes when its last session ends and nothing holds it. A
 :class:`Hold` (what a fleet action keeps between runs) keeps it open
 while idle, so that a second command reuses it. Connections through a
