@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 __all__ = ["NO_ENDMARKER", "Channel", "MultiChannel"]
 
+
+#: A thread that could not read the pipe for itself looks again this often
+#: (the pipe reader's tick: transports.pipereader.TICK).
+RETRY_READ = 0.002
 log = logging.getLogger("asyncgw")
 
 #: Default bytes a sender may have unacknowledged on one channel.
@@ -110,6 +114,10 @@ class Channel:
         # wait on _thread_cond, which a delivery takes only while one waits.
         self._thread_waiting = 0
         self._thread_cond = threading.Condition(threading.Lock())
+        #: With a callback: a thread reading for the loop offers it each
+        #: value first (from that thread); True: it took the value there,
+        #: False: the callback gets it on the loop, as always.
+        self.thread_taker: Callable[[Any], bool] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.isclosed() else "open"
@@ -145,16 +153,32 @@ class Channel:
     def _deliver_in_thread(self, payload: bytes | memoryview) -> bool:
         """As :meth:`_deliver`, from a thread reading for the loop
         (``Router.read_for_thread``), for a channel only threads receive
-        from. False: the loop must deliver it (a callback, a coroutine
-        waiting, or a channel named in the value: those are the loop's)."""
-        if self._callback is not None or self._waiters or self._closed:
+        from, or whose :attr:`thread_taker` takes the value. False: the loop
+        must deliver it (a callback, a coroutine waiting, or a channel named
+        in the value: those are the loop's)."""
+        if self._waiters or self._closed:
             return False
+        taker = None
+        if self._callback is not None:
+            taker = self.thread_taker
+            if taker is None or self._callback_dead:
+                return False
         try:
             item: _Item = (loads(payload, _refuse_channel), len(payload))
         except _NamesChannel:
             return False
         except LoadError as exc:
+            if taker is not None:
+                return False  # the callback's failure is the loop's to report
             item = (_Undecodable(exc), len(payload))
+        if taker is not None:
+            if not taker(item[0]):
+                return False
+            with self._thread_cond:
+                consumed = self._count(len(payload))
+            if consumed:
+                self._loop.call_soon_threadsafe(self._acknowledge, consumed)
+            return True
         self._items.append(item)
         if self._thread_waiting:
             self._wake_threads()
@@ -216,9 +240,12 @@ class Channel:
     def _take(self, item: _Item) -> Any:
         """Account a value as consumed and return it (or raise its LoadError)."""
         value, nbytes = item
-        self._unacked += nbytes + FRAME_COST
-        if self._unacked >= self.gateway.window // 4 and not self._remote_closed:
-            consumed, self._unacked = self._unacked, 0
+        if self.thread_taker is not None:  # a reading thread counts too
+            with self._thread_cond:
+                consumed = self._count(nbytes)
+        else:
+            consumed = self._count(nbytes)
+        if consumed:
             self._router.write_frame(ACK, self.id, encode_ack(consumed))
         if type(value) is _Undecodable:
             raise value.error
@@ -293,24 +320,37 @@ class Channel:
                     # the loop's thread once it has: one thread switch less.
                     cond.release()
                     try:
-                        read = self._router.read_for_thread(left)
+                        read = self._router.read_for_thread(left, self._thread_ready)
                     finally:
                         cond.acquire()
-                    if not read and not cond.wait(left):
+                    if read:
+                        continue
+                    if read is False:  # not now: woken, or look again soon
+                        cond.wait(RETRY_READ if left is None else min(left, RETRY_READ))
+                    elif not cond.wait(left):
                         raise TimeoutError(f"no value on channel {self.id} within {timeout}s")
             finally:
                 self._thread_waiting -= 1
             # Receiving threads serialize here; the loop does not touch
             # _unacked of a channel read this way (no callback, no await).
-            self._unacked += nbytes + FRAME_COST
-            consumed = 0
-            if self._unacked >= self.gateway.window // 4 and not self._remote_closed:
-                consumed, self._unacked = self._unacked, 0
+            consumed = self._count(nbytes)
         if consumed:
             self._loop.call_soon_threadsafe(self._acknowledge, consumed)
         if type(value) is _Undecodable:
             raise value.error
         return value
+
+    def _count(self, nbytes: int) -> int:
+        """Account ``nbytes`` of a value as consumed; what to acknowledge
+        now (a quarter window's worth), or 0."""
+        self._unacked += nbytes + FRAME_COST
+        if self._unacked >= self.gateway.window // 4 and not self._remote_closed:
+            consumed, self._unacked = self._unacked, 0
+            return consumed
+        return 0
+
+    def _thread_ready(self) -> bool:
+        return bool(self._items) or self._remote_closed or self._closed
 
     def _acknowledge(self, consumed: int) -> None:
         if not self._remote_closed and self._router.lost is None:

@@ -198,18 +198,25 @@ class Router:
 
     # -- reading from a thread
 
-    def read_for_thread(self, timeout: float | None) -> bool:
-        """For a thread waiting for a value (``Channel.receive_from_thread``,
-        holding no lock): read the worker's pipe once, for up to ``timeout``
-        seconds, and deliver what came. False: this thread cannot read now
-        (no pipe to read, or another reader holds it): wait to be woken."""
+    def read_for_thread(self, timeout: float | None, ready: Callable[[], bool]) -> bool | None:
+        """For a thread waiting for what ``ready()`` tells has come (a
+        value of ``Channel.receive_from_thread``, a reply), holding no lock:
+        read the worker's pipe once, for up to ``timeout`` seconds, and
+        deliver what came. True: read, or found ``ready()``; look again.
+        False: cannot read now (another reader holds the pipe, or frames
+        handed to the loop wait for it): wait to be woken, and try again
+        within :data:`~.pipereader.TICK`. None: only the loop reads here."""
         reader = self._thread_reader
         if reader is None or reader.at_end or not self._greeted or self.lost is not None:
-            return False
-        if not reader.duty.acquire(blocking=False):
+            return None
+        if self._handed or not reader.duty.acquire(blocking=False):
             return False
         ended = False
         try:
+            # The loop delivers only while it holds the duty: all it
+            # delivered before is seen here.
+            if ready():
+                return True
             spare = read_buffer()
             size = reader.read_in_thread(timeout, self._decoder.buffers(spare))
             if size == 0:

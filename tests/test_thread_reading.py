@@ -49,7 +49,7 @@ def test_a_waiting_thread_reads_the_pipe_itself(
     monkeypatch.setattr(core_channel.Channel, "_deliver_in_thread", counting)
     gw = group.makegateway("popen")
     channel = gw.remote_exec(ECHO)
-    for i in range(200):
+    for _i in range(200):
         channel.send(i)
         assert channel.receive(timeout=10) == i
     # A few may go through the loop (before it parks, or after a pause on
@@ -195,3 +195,30 @@ def test_protocol_garbage_read_by_a_thread_loses_the_gateway(tmp_path: Path) -> 
             channel.receive(timeout=10)
         # The thread read it (and left the reading to the loop for good).
         assert gw._gateway._router._thread_reader is None
+
+
+def test_a_blocking_object_call_reads_its_own_reply(
+    group: execnet.Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncgw.objects import proxy as proxy_module
+
+    settled_by: list[int] = []
+    take = proxy_module.ObjectService._reply_in_thread
+
+    def counting(self: proxy_module.ObjectService, message: object) -> bool:
+        taken = take(self, message)
+        if taken:
+            settled_by.append(threading.get_ident())
+        return taken
+
+    monkeypatch.setattr(proxy_module.ObjectService, "_reply_in_thread", counting)
+    gw = group.makegateway("popen")
+    counter = gw.create("collections:Counter")
+    add = counter.update
+    for _i in range(200):
+        add(a=1)
+    assert counter.most_common() == [("a", 200)]  # a plain value, read here too
+    other = gw.create("collections:Counter", "bb")  # a reference: the loop makes its proxy
+    assert other.most_common() == [("b", 2)]
+    assert settled_by.count(threading.get_ident()) >= 160
+    assert set(settled_by) == {threading.get_ident()}

@@ -42,11 +42,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from .._bootstrap import module_source
+from .._channel import RETRY_READ
 from .._errors import GatewayLost, RemoteError
 
 if TYPE_CHECKING:
     from .._channel import Channel
     from .._gateway import Gateway
+    from .._router import Router
 
 __all__ = [
     "Chain",
@@ -104,6 +106,21 @@ class ObjectService:
         # Replies settle their futures straight from the channel, on the
         # loop: no reader task between the frame and the waiting call.
         self.channel.setcallback(self._reply, endmarker=_END)
+        # A blocking call's thread reading the pipe settles its own reply.
+        self.channel.thread_taker = self._reply_in_thread
+
+    def _reply_in_thread(self, message: Any) -> bool:
+        """From a thread reading the pipe for the loop: settle a plain
+        value's reply to a blocking call there and then (True). Any other
+        reply is the loop's (False): references become proxies there."""
+        if type(message) is not tuple or len(message) != 2:
+            return False
+        waiter = self._pending.get(message[0])
+        if type(waiter) is not _Waiter:
+            return False
+        self._pending.pop(message[0], None)
+        waiter.set_result(message[1])
+        return True
 
     def _reply(self, message: Any) -> None:
         """Settle the request a reply answers (see the far side's module,
@@ -206,7 +223,7 @@ class ObjectService:
                 coroutine = self.channel.send_encoded(encoded)
                 asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
             sent = True
-            return waiter.result()
+            return waiter.result(self.channel._router)
         except BaseException:
             self._pending.pop(rid, None)
             if sent and not waiter.done() and self.dead is None:
@@ -289,11 +306,21 @@ class _Waiter:
             self._error, self._done = error, True
             self._lock.release()
 
-    def result(self) -> Any:
+    def result(self, router: Router | None = None) -> Any:
         """Block until settled; the value, or raise the error. A signal
-        (KeyboardInterrupt) interrupts the wait."""
-        self._lock.acquire()
-        self._lock.release()  # settled: later calls return at once
+        (KeyboardInterrupt) interrupts the wait. Given the ``router`` the
+        reply comes through, read its pipe meanwhile where this thread can
+        (``Router.read_for_thread``): the reply then wakes no other thread."""
+        lock = self._lock
+        while router is not None and not self._done:
+            read = router.read_for_thread(None, self.done)
+            if read is None:
+                break
+            if read is False and lock.acquire(timeout=RETRY_READ):
+                lock.release()
+                break
+        lock.acquire()
+        lock.release()  # settled: later calls return at once
         if self._error is not None:
             raise self._error
         return self._value
