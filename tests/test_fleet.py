@@ -11,8 +11,11 @@ import hashlib
 import io
 import os
 import random
+import shlex
+import shutil
 import socket
 import stat
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +38,7 @@ from asyncgw.fleet import (
     get_hosts_list,
     remote_substitute,
 )
+from asyncgw.fleet.remoteprocess import _HEADED, execable, headed_command
 
 from .conftest import wait_gone
 
@@ -339,6 +343,34 @@ def test_remote_substitute() -> None:
         remote_substitute("ssh -p {{ports}} {{{host}}}", hosts, index, context)
         for index in range(3)
     ] == ["ssh -p 22 n1", "ssh -p 2222 n2", "ssh -p 22 n3"]
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_plain_commands_are_execd_by_the_remote_shell(shell: str, tmp_path: Path) -> None:
+    """The line SshProcess sends for a command: a program with plain words
+    becomes the shell (its pid is the header's), with the output and exit
+    status it has under the eval'd form; anything else is eval'd."""
+    if shutil.which(shell) is None:
+        pytest.skip(f"no {shell}")
+    for name, body in (("pid", "echo $$ on"), ("three", 'echo "$@"; exit 3')):
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    plain = [f"{tmp_path}/three a=b x:1", "uname -s", "  hostname  "]
+    shell_syntax = ["echo $HOME", "true", "cd /", "X=1 env", "ls *", "a; b", "exit 2", "-x"]
+    assert all(execable(cmd) for cmd in plain)
+    assert not any(execable(cmd) for cmd in shell_syntax)
+
+    def run(line: str) -> tuple[list[str], int]:
+        done = subprocess.run([shell, "-c", line], capture_output=True, text=True, cwd=tmp_path)
+        return done.stdout.splitlines(), done.returncode
+
+    (header, *out), status = run(headed_command(f"{tmp_path}/pid"))
+    assert (out, status) == ([f"{header} on"], 0)  # one process: exec, no fork
+    for cmd in plain:
+        (_, *out), status = run(headed_command(cmd))
+        (_, *evald), evald_status = run(_HEADED.format(command=shlex.quote(cmd)))
+        assert (out, status) == (evald, evald_status), cmd
+    assert run(headed_command(plain[0]))[0][1:] == ["a=b x:1"]
 
 
 async def test_bad_expressions_raise_naming_them(group: asyncgw.Group) -> None:

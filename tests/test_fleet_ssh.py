@@ -268,6 +268,49 @@ async def test_cancelling_stops_the_command_over_ssh(sshd: Sshd, tmp_path: Path)
         assert process.forced_kill, process.dump()  # execo's: it took SIGKILL
 
 
+async def test_a_plain_command_becomes_the_shell_and_stops_as_under_eval(
+    sshd: Sshd,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    # "PROGRAM" is exec'd by the login shell (no fork); ": ; PROGRAM" is
+    # eval'd under the trap. Stopping either ends the same way.
+    marker = new_marker()
+    sleeper = marked_sleep(tmp_path, marker)
+    gentle, stubborn = tmp_path / f"gentle-{marker}", tmp_path / f"stubborn-{marker}"
+    gentle.write_text(f"#!/bin/sh\necho up\nexec {sleeper} 300\n")
+    # stubborn ignores SIGTERM, and so takes SIGKILL after kill_grace
+    stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\necho up\nexec {sleeper} 300\n")
+    for script in (gentle, stubborn):
+        script.chmod(0o755)
+    known = loopback_known_hosts(sshd.keys, sshd.port, tmp_path / "known", ["127.0.0.1"])
+    params = {
+        "user": "root",
+        "port": sshd.port,
+        "keyfile": str(sshd.keys.user_key_path),
+        "known_hosts": str(known),
+    }
+    host = Host("127.0.0.1")
+    outcomes = {}
+    for form in (f"{gentle}", f": ; {gentle}", f"{stubborn}", f": ; {stubborn}"):
+        async with Remote(form, host, params, kill_grace=0.5) as action:
+            action.start()
+            [(process, match)] = await action.expect("up\n", timeout=20)
+            assert match is not None, process.dump()
+            await action.kill()
+        assert process.killed and process.ended and process.stdout == "up\n", process.dump()
+        outcomes[form] = (process.exit_code, process.forced_kill)
+    assert outcomes == {
+        f"{gentle}": (143, False),
+        f": ; {gentle}": (143, False),
+        f"{stubborn}": (137, True),
+        f": ; {stubborn}": (137, True),
+    }
+    async with Remote("sh -c false", host, params) as failing:
+        await failing.run()
+    assert failing.processes[0].exit_code == 1 and not failing.ok
+    await none_left_with(marker)
+
+
 # -- (3) SFTP copies ------------------------------------------------------------------
 
 

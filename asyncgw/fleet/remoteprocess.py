@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import shlex
 import signal
 from collections.abc import Callable, Mapping
@@ -36,11 +37,60 @@ __all__ = ["GatewayProcess", "RelayedSshProcess", "SshProcess", "ssh_options", "
 #: signal requests are refused by many servers, and closing the channel
 #: alone leaves the command running. The shell survives SIGTERM until its
 #: foreground command has ended (a trap), so the command gets its grace.
-#: It costs nothing measurable over the bare command. Needs a POSIX login
-#: shell (sh, bash, dash, zsh, ksh).
+#: It costs the shell's fork and wait for the command (see
+#: :data:`_EXECED`). Needs a POSIX login shell (sh, bash, dash, zsh, ksh).
 _HEADED = "echo $$; trap 'exit 143' TERM; eval {command} </dev/null"
 
-#: Stops the group of a :data:`_HEADED` command: SIGTERM, then SIGKILL
+#: A command that is one program and plain words (:func:`execable`) needs
+#: no shell left around it: the shell prints its pid, then becomes the
+#: program (``exec``), which so leads the process group that
+#: :data:`_KILLER` signals, gets SIGTERM itself, and ends the session with
+#: the same exit status as under :data:`_HEADED` (143 after SIGTERM, 137
+#: after SIGKILL). This spares the remote shell a fork and a wait per
+#: command: 0.25-0.4 ms of CPU, a tenth of what sshd spends on a short
+#: command (``hostname`` on a 128-host farm).
+_EXECED = "echo $$; exec {command} </dev/null"
+
+#: Words with no shell syntax in them: no quotes, expansions, globs,
+#: operators, redirections or comments (what the shell does to them under
+#: ``exec`` is what it does under ``eval``: nothing).
+_PLAIN_WORDS = re.compile(
+    r"[ \t]*[A-Za-z0-9_./][A-Za-z0-9_./:@%+,-]*(?:[ \t]+[A-Za-z0-9_./:@%+,=-]+)*[ \t]*",
+    re.ASCII,
+)
+
+#: Names a shell runs itself (keywords and builtins of sh, bash, dash,
+#: zsh and ksh): ``exec`` would run a program of that name, or fail.
+_SHELL_WORDS = """
+. : [ [[ ! { } alias autoload bg bind bindkey break builtin bye caller case cd chdir
+command compgen complete compopt continue coproc declare dirs disable disown do done
+echo elif else emulate enable esac eval exec exit export false fc fg fi float for
+foreach function functions getln getopts hash help history if in integer jobs kill
+let limit local log logout mapfile noglob nocorrect popd print printf private pushd
+pushln pwd r read readarray readonly rehash repeat return sched select set setopt
+shift shopt source suspend test then time times trap true ttyctl type typeset
+ulimit umask unalias unfunction unhash unlimit unset unsetopt until vared wait
+whence where which while zcompile zformat zle zmodload zparseopts zstyle
+"""
+_SHELL_NAMES = frozenset(_SHELL_WORDS.split())
+
+
+def execable(cmd: str) -> bool:
+    """Whether ``cmd`` is one program and plain words, which the remote
+    shell may ``exec`` (:data:`_EXECED`) rather than run as a child. A
+    shell function of the same name defined by the login shell's start-up
+    files would not be called: the program would."""
+    return _PLAIN_WORDS.fullmatch(cmd) is not None and cmd.split()[0] not in _SHELL_NAMES
+
+
+def headed_command(cmd: str) -> str:
+    """The command line for ``cmd`` that prints the shell's pid first."""
+    if execable(cmd):
+        return _EXECED.format(command=cmd.strip())
+    return _HEADED.format(command=shlex.quote(cmd))
+
+
+#: Stops the group of a :data:`_HEADED` (or :data:`_EXECED`) command: SIGTERM, then SIGKILL
 #: once the grace period is over, unless the group has gone by then.
 _KILLER = (
     "kill -TERM -- -{pgid} 2>/dev/null; n={ticks}; "
@@ -145,9 +195,7 @@ class SshProcess(Process):
         watched = bool(self.params.get("stop_on_disconnect"))
         session = self._session = _CommandSession(self, headed=not watched)
         command = (
-            watched_command(self.cmd, self.kill_grace)
-            if watched
-            else _HEADED.format(command=shlex.quote(self.cmd))
+            watched_command(self.cmd, self.kill_grace) if watched else headed_command(self.cmd)
         )
         try:
             self._channel, _ = await slot.conn.create_session(
