@@ -49,7 +49,7 @@ def test_a_waiting_thread_reads_the_pipe_itself(
     monkeypatch.setattr(core_channel.Channel, "_deliver_in_thread", counting)
     gw = group.makegateway("popen")
     channel = gw.remote_exec(ECHO)
-    for _i in range(200):
+    for i in range(200):
         channel.send(i)
         assert channel.receive(timeout=10) == i
     # A few may go through the loop (before it parks, or after a pause on
@@ -222,3 +222,28 @@ def test_a_blocking_object_call_reads_its_own_reply(
     assert other.most_common() == [("b", 2)]
     assert settled_by.count(threading.get_ident()) >= 160
     assert set(settled_by) == {threading.get_ident()}
+
+
+def test_a_long_wait_wakes_the_loop_rarely(
+    group: execnet.Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asyncgw.transports import pipereader
+
+    ticks: list[float] = []
+    tick = pipereader.PipeReader._tick
+
+    def counting(self: pipereader.PipeReader) -> None:
+        ticks.append(time.monotonic())
+        tick(self)
+
+    monkeypatch.setattr(pipereader.PipeReader, "_tick", counting)
+    gw = group.makegateway("popen")
+    channel = gw.remote_exec("import time; x = channel.receive(); time.sleep(1.5); channel.send(x)")
+    channel.send(1)
+    started = time.monotonic()
+    assert channel.receive(timeout=30) == 1
+    waited = time.monotonic() - started
+    # Every 2 ms at first, then less and less often (TICK_MAX) while the
+    # same thread waits: ~750 ticks without the back-off.
+    assert waited >= 1.4
+    assert len(ticks) < 40, len(ticks)

@@ -21,7 +21,8 @@ and reads the pipe itself meanwhile (:meth:`PipeReader.read_in_thread`),
 saving the hand-off from the loop's thread to its own. While a thread
 reads, the loop's reader is *parked* (removed from the selector, so the
 loop is not woken by what that thread reads); a tick on the loop takes the
-duty back once no thread has read for :data:`TICK` seconds.
+duty back once no thread has read for :data:`TICK` seconds (or at once,
+from a thread whose long wait ended: it most likely goes away now).
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ __all__ = ["READ_SIZE", "PipeReader", "read_buffer"]
 
 #: Bytes read at once at most (the buffer's size).
 READ_SIZE = 256 * 1024
-#: While parked, the loop looks this often whether a thread still reads.
+#: While parked, the loop looks this often whether a thread still reads...
 TICK = 0.002
+#: ... and less often, down to this, while one thread waits on and on.
+TICK_MAX = 0.25
 #: A reading thread polls at most this long at once, so that a reader
 #: closed meanwhile is noticed.
-POLL_SLICE = 0.05
+POLL_SLICE = 0.25
 
 _local = threading.local()
 
@@ -81,7 +84,10 @@ class PipeReader:
         self.duty = threading.Lock()
         self._parked = False  # the loop's reader is off the selector
         self._park_asked = False
-        self._thread_read = False  # a thread read since the last tick
+        self._thread_read = False  # a thread read something since the last tick
+        self._tick_every = TICK
+        self._waited = False  # a thread's poll ran out (a long wait)
+        self._wake_loop = False  # a long wait ended: unpark at once
         #: A thread read the end of the pipe (or failed): the loop reports it,
         #: and no thread reads again.
         self.at_end = False
@@ -160,7 +166,6 @@ class PipeReader:
         if fd is None:
             self.at_end = True
             return 0
-        self._thread_read = True
         if not self._parked and not self._park_asked:
             self._park_asked = True
             with contextlib.suppress(RuntimeError):  # the loop is closed
@@ -169,6 +174,7 @@ class PipeReader:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         if not poller.poll(wait * 1000):
+            self._waited = True
             return None
         try:
             size = os.readv(fd, buffers)
@@ -178,6 +184,10 @@ class PipeReader:
             size = 0
         if not size:
             self.at_end = True
+        self._thread_read = True
+        if self._waited:  # the thread most likely goes away now: the loop reads
+            self._waited = False
+            self._wake_loop = True
         return size
 
     def let_go(self, ended: bool = False) -> None:
@@ -189,7 +199,8 @@ class PipeReader:
             fd, self._closing_fd = self._closing_fd, -1
         if fd >= 0:
             os.close(fd)  # close() came while this thread read
-        elif ended:
+        elif ended or self._wake_loop:
+            self._wake_loop = False
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._unpark)
 
@@ -200,14 +211,19 @@ class PipeReader:
         self._parked = True
         self._loop.remove_reader(self._fd)
         self._thread_read = False
+        self._tick_every = TICK
         self._tick_handle = self._loop.call_later(TICK, self._tick)
 
     def _tick(self) -> None:
-        if self._thread_read or self.duty.locked():
+        if self._thread_read:  # reading, between values
             self._thread_read = False
-            self._tick_handle = self._loop.call_later(TICK, self._tick)
-        else:
+            self._tick_every = TICK
+        elif self.duty.locked():  # one long wait: the thread ends it itself
+            self._tick_every = min(2 * self._tick_every, TICK_MAX)
+        else:  # gone
             self._unpark()
+            return
+        self._tick_handle = self._loop.call_later(self._tick_every, self._tick)
 
     def _unpark(self) -> None:
         if self._parked and self._fd is not None:
