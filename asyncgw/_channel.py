@@ -49,11 +49,11 @@ if TYPE_CHECKING:
 
 __all__ = ["NO_ENDMARKER", "Channel", "MultiChannel"]
 
+log = logging.getLogger("asyncgw")
 
 #: A thread that could not read the pipe for itself looks again this often
 #: (the pipe reader's tick: transports.pipereader.TICK).
 RETRY_READ = 0.002
-log = logging.getLogger("asyncgw")
 
 #: Default bytes a sender may have unacknowledged on one channel.
 DEFAULT_WINDOW: Final = 8 * 1024 * 1024
