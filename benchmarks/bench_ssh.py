@@ -16,6 +16,13 @@ does (turns, rotation, warm-up dropped, medians):
 asyncgw talks SSH itself (asyncssh, one shared connection per host);
 execnet runs the ``ssh`` binary once per gateway. Needs root (sshd), sshd
 and the ssh client. ``python benchmarks/bench_ssh.py [--quick]``.
+
+The sshd sets ``SHLVL=1`` for its sessions (``SetEnv``), as bench_fleet's
+do, so that the remote bash does not source ``~/.bashrc``: the rows
+measure the clients and the interpreter, not the remote user's shell
+start-up, which both contenders pay alike (on the machine this was
+written on, root's ``~/.bashrc`` runs ``pyenv init``: about 130 processes
+and 190-230 ms a session).
 """
 
 from __future__ import annotations
@@ -110,6 +117,7 @@ def sshd_host() -> Iterator[Host]:
             f"AuthorizedKeysFile {directory / 'authorized_keys'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PermitRootLogin yes\nStrictModes no\nUsePAM no\n"
+            "SetEnv SHLVL=1\n"  # no ~/.bashrc: see the module's docstring
         )
         os.makedirs("/run/sshd", exist_ok=True)
         server = subprocess.Popen(
