@@ -190,3 +190,26 @@ async def test_smoke_fork_server_on_python38() -> None:
         assert (await who(gws[1]))[1] == server
         fresh = await group.makegateway(f"popen//python={python}")
         assert (await who(fresh))[1] == server  # forked: the server lives on
+
+
+TAIL = """
+buffer = channel.gateway._worker._read_buffer  # small reads never reach its end
+channel.send(bytes(buffer[-16:]))
+mark = channel.receive()
+if mark:
+    buffer[-16:] = mark
+channel.send(bytes(buffer[-16:]))
+"""
+
+
+async def test_forked_workers_read_into_buffers_of_their_own(group: asyncgw.Group) -> None:
+    # Each child configures its own copy of the fork server's blank Worker,
+    # and maps its read buffer itself: mmap(-1) is MAP_SHARED, so a buffer
+    # mapped before the fork would be one buffer for all the children.
+    gws = await group.makegateways(["popen"] * 2)
+    channels = [gw.remote_exec(TAIL) for gw in gws]
+    assert [await ch.receive(timeout=10) for ch in channels] == [bytes(16)] * 2
+    await channels[0].send(b"M" * 16)
+    assert await channels[0].receive(timeout=10) == b"M" * 16
+    await channels[1].send(b"")
+    assert await channels[1].receive(timeout=10) == bytes(16)
