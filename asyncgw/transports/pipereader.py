@@ -83,6 +83,7 @@ class PipeReader:
         #: Held by whoever reads: the loop in its callback, or a thread.
         self.duty = threading.Lock()
         self._parked = False  # the loop's reader is off the selector
+        self._loop_reads = False  # the loop holds the duty, in _ready
         self._park_asked = False
         self._thread_read = False  # a thread read something since the last tick
         self._tick_every = TICK
@@ -108,9 +109,11 @@ class PipeReader:
         if not self.duty.acquire(blocking=False):
             self._park()  # a thread reads: let it, and sleep meanwhile
             return
+        self._loop_reads = True
         try:
             self._read()
         finally:
+            self._loop_reads = False
             self.duty.release()
 
     def _read(self) -> None:
@@ -147,7 +150,9 @@ class PipeReader:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         with self._close_lock:
-            if self.duty.acquire(blocking=False):
+            if self._loop_reads:
+                pass  # from the loop's own read (its end, say): no thread polls it
+            elif self.duty.acquire(blocking=False):
                 self.duty.release()
             else:  # a thread polls it: that thread closes it as it lets go
                 self._closing_fd = fd
