@@ -428,6 +428,8 @@ _U32 = struct.Struct("!I")
 _I64 = struct.Struct("!q")
 _TAGGED_I64 = struct.Struct("!Bq")  # an int's whole encoding: b"i" and its value
 _F64 = struct.Struct("!d")
+_TAGGED_U32 = struct.Struct("!BI")  # a tag and a length: a str's or container's head
+_TAGGED_F64 = struct.Struct("!Bd")
 _C128 = struct.Struct("!dd")
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -481,7 +483,42 @@ def dumps(obj: object, channel_id: ChannelId | None = None) -> bytes:
     """
     if type(obj) is int and _I64_MIN <= obj <= _I64_MAX:  # the commonest value, directly
         return _TAGGED_I64.pack(0x69, obj)
+    t = type(obj)
+    if t is tuple or t is list:
+        flat = _dump_flat(obj, 0x74 if t is tuple else 0x6C)
+        if flat is not None:
+            return flat
     return b"".join(_dump_parts(obj, channel_id))
+
+
+def _dump_flat(obj: Any, tag: int) -> bytes | None:
+    """A tuple's or list's encoding if it holds only plain 64-bit ints,
+    short str, None, bools and floats (an object request, its reply, a
+    pool's item), in one loop with no call per item; else None (the
+    general encoder does it). The bytes are the general encoder's."""
+    parts = [_TAGGED_U32.pack(tag, len(obj))]
+    append = parts.append
+    for item in obj:
+        t = type(item)
+        if t is int:
+            try:
+                append(_TAGGED_I64.pack(0x69, item))
+            except struct.error:  # beyond 64 bits: an I
+                return None
+        elif t is str:
+            data = item.encode("utf-8", "surrogatepass")
+            if len(data) >= LARGE_FRAME:  # dumps_parts keeps a large body apart
+                return None
+            append(_TAGGED_U32.pack(0x73, len(data)) + data)
+        elif item is None:
+            append(b"N")
+        elif t is bool:
+            append(b"T" if item else b"F")
+        elif t is float:
+            append(_TAGGED_F64.pack(0x66, item))
+        else:
+            return None
+    return b"".join(parts)
 
 
 def dumps_parts(obj: object, channel_id: ChannelId | None = None) -> list[bytes | memoryview]:
@@ -493,6 +530,11 @@ def dumps_parts(obj: object, channel_id: ChannelId | None = None) -> list[bytes 
 
     :raises DumpError: as :func:`dumps`.
     """
+    t = type(obj)
+    if t is tuple or t is list:
+        flat = _dump_flat(obj, 0x74 if t is tuple else 0x6C)
+        if flat is not None:
+            return [flat]
     parts = _dump_parts(obj, channel_id)
     if 1 < len(parts) <= 64:
         for part in parts:
@@ -661,6 +703,10 @@ def loads(data: bytes | memoryview, make_channel: MakeChannel | None = None) -> 
     :raises LoadError: for any malformed input, never anything else.
     """
     try:
+        if data and (data[0] == 0x74 or data[0] == 0x6C):  # t l: perhaps flat
+            flat = _load_flat(data)
+            if flat is not None:
+                return flat
         obj, pos = _decode(data, 0, make_channel, 0)
     except LoadError:
         raise
@@ -673,6 +719,63 @@ def loads(data: bytes | memoryview, make_channel: MakeChannel | None = None) -> 
     if pos != len(data):
         raise LoadError("%d trailing bytes after value" % (len(data) - pos))
     return obj
+
+
+#: Decoders of a tuple or list of n plain ints, by n: its head, then each
+#: int's tag skipped (``x``, checked beforehand) and its value.
+_INT_RUNS = [struct.Struct("!BI" + "xq" * n) for n in range(17)]
+
+
+def _load_flat(data: bytes | memoryview) -> Any:
+    """A whole payload that is a tuple or list of plain ints, str, None,
+    bools and floats (what :func:`_dump_flat` makes), decoded in one loop
+    with no call per item; None for any other (the general decoder then
+    decodes it, or says what is wrong with it). Bounds are checked as the
+    general decoder checks them: ``struct.error`` and ``IndexError`` for
+    truncated data, ``UnicodeDecodeError``, are its caller's to turn into
+    ``LoadError``."""
+    end = len(data)
+    n = (end - 5) // 9
+    if n < len(_INT_RUNS) and end == 5 + 9 * n and data[5::9] == b"i" * n:
+        # Every item an int (tags at every 9th byte, and the length exact
+        # for that many): one unpack.
+        values = _INT_RUNS[n].unpack(data)
+        if values[1] == n:
+            return values[2:] if data[0] == 0x74 else list(values[2:])
+    (n,) = _U32.unpack_from(data, 1)
+    if n > end - 5:  # every item takes at least a byte
+        return None
+    items: list[Any] = []
+    append = items.append
+    pos = 5
+    for _ in range(n):
+        tag = data[pos]
+        if tag == 0x69:  # i
+            append(_I64.unpack_from(data, pos + 1)[0])
+            pos += 9
+        elif tag == 0x73:  # s
+            start = pos + 5
+            pos = start + _U32.unpack_from(data, pos + 1)[0]
+            if pos > end:
+                return None
+            append(str(data[start:pos], "utf-8", "surrogatepass"))
+        elif tag == 0x4E:  # N
+            append(None)
+            pos += 1
+        elif tag == 0x54:  # T
+            append(True)
+            pos += 1
+        elif tag == 0x46:  # F
+            append(False)
+            pos += 1
+        elif tag == 0x66:  # f
+            append(_F64.unpack_from(data, pos + 1)[0])
+            pos += 9
+        else:
+            return None
+    if pos != end:
+        return None
+    return tuple(items) if data[0] == 0x74 else items
 
 
 def _decode(
