@@ -128,3 +128,18 @@ async def test_ssh_config_file(ssh_keys: Keys) -> None:
         )
         gw = await group.makegateway(f"ssh=testbox//ssh_config={config}{PYTHON}")
         assert await gw.remote_exec("channel.send('configured')").receive() == "configured"
+
+
+def test_a_key_file_is_loaded_once_while_it_does_not_change(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "id_ed25519"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(path))
+    first = sshpool._load_identity(str(path))
+    assert sshpool._load_identity(str(path)) is first  # a fleet's connections share it
+    other = asyncssh.generate_private_key("ssh-ed25519")
+    other.write_private_key(str(path))  # replaced: loaded again
+    again = sshpool._load_identity(str(path))
+    assert again is not first
+    assert again[0].public_data == other.public_data
+    path.write_text("not a key")
+    with pytest.raises(asyncgw.SpecError, match="ssh_identity"):
+        sshpool._load_identity(str(path))
