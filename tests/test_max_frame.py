@@ -15,6 +15,8 @@ import pytest
 
 import asyncgw
 
+from .fakeworker import SKIP_BOOTSTRAP
+
 pytestmark = pytest.mark.anyio
 
 LIMIT = 64 * 1024
@@ -72,9 +74,7 @@ async def test_a_peer_writing_an_oversized_frame_is_cut_off(tmp_path: Path) -> N
         "hello = _wire.dumps({'protocol': _wire.PROTOCOL_VERSION, 'pid': os.getpid()})\n"
         "out = sys.stdout.buffer\n"
         "out.write(_wire.MAGIC + _wire.encode_frame(_wire.HELLO, 0, hello))\n"
-        "out.flush()\n"
-        "sys.stdin.buffer.read(int(sys.stdin.buffer.read(10)))  # the bootstrap\n"
-        "sys.stdin.buffer.read(1)  # wait for the first frame\n"
+        "out.flush()\n" + SKIP_BOOTSTRAP + "sys.stdin.buffer.read(1)  # wait for the first frame\n"
         f"out.write(_wire.HEADER.pack(_wire.DATA, 1, {LIMIT + 1}))  # a header only\n"
         "out.flush()\n"
         "sys.stdin.buffer.read()  # until end of input\n"

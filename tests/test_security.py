@@ -15,6 +15,8 @@ import pytest
 import asyncgw
 from asyncgw import _wire
 
+from .fakeworker import SKIP_BOOTSTRAP
+
 pytestmark = pytest.mark.anyio
 
 PACKAGE = Path(asyncgw.__file__).parent
@@ -78,9 +80,7 @@ async def test_a_hostile_worker_cannot_run_code_here(tmp_path: Path) -> None:
         " '__reduce__': 'exec'})\n"
         "out = sys.stdout.buffer\n"
         "out.write(_wire.MAGIC + _wire.encode_frame(_wire.HELLO, 0, hello))\n"
-        "out.flush()\n"
-        "sys.stdin.buffer.read(int(sys.stdin.buffer.read(10)))  # the bootstrap\n"
-        "sys.stdin.buffer.read(1)  # wait for the first frame\n"
+        "out.flush()\n" + SKIP_BOOTSTRAP + "sys.stdin.buffer.read(1)  # wait for the first frame\n"
         f"out.write({b''.join(frames)!r})\n"
         "out.flush()\n"
         "sys.stdin.buffer.read()  # until end of input\n"

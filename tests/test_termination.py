@@ -20,6 +20,8 @@ import pytest
 
 import asyncgw
 
+from .fakeworker import SKIP_BOOTSTRAP
+
 pytestmark = pytest.mark.anyio
 
 #: Slack on top of a timeout for a termination to count as prompt.
@@ -236,9 +238,7 @@ async def test_protocol_garbage_loses_the_gateway_and_ends_the_worker(tmp_path: 
         "hello = _wire.dumps({'protocol': _wire.PROTOCOL_VERSION, 'pid': os.getpid()})\n"
         "out = sys.stdout.buffer\n"
         "out.write(_wire.MAGIC + _wire.encode_frame(_wire.HELLO, 0, hello))\n"
-        "out.flush()\n"
-        "sys.stdin.buffer.read(int(sys.stdin.buffer.read(10)))  # the bootstrap\n"
-        "sys.stdin.buffer.read(1)  # wait for the first frame\n"
+        "out.flush()\n" + SKIP_BOOTSTRAP + "sys.stdin.buffer.read(1)  # wait for the first frame\n"
         "out.write(b'\\xff' * 20)  # not a frame\n"
         "out.flush()\n"
         "sys.stdin.buffer.read()  # until end of input\n"
