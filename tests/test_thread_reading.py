@@ -30,6 +30,22 @@ def group() -> execnet.Group:
         yield group
 
 
+def _threads_taking(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> list[int]:
+    """Patch ``cls.name`` (a taker: True when it took the value) to record
+    the thread of each call that took one."""
+    takers: list[int] = []
+    take = getattr(cls, name)
+
+    def counting(self: object, value: object) -> bool:
+        taken: bool = take(self, value)
+        if taken:
+            takers.append(threading.get_ident())
+        return taken
+
+    monkeypatch.setattr(cls, name, counting)
+    return takers
+
+
 def _reader_of(gw: execnet.Gateway):  # type: ignore[no-untyped-def]
     reader = gw._gateway._router._thread_reader
     assert reader is not None, "a popen gateway's pipe can be read by a thread"
@@ -39,16 +55,7 @@ def _reader_of(gw: execnet.Gateway):  # type: ignore[no-untyped-def]
 def test_a_waiting_thread_reads_the_pipe_itself(
     group: execnet.Group, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    delivered_by: list[int] = []
-    deliver = core_channel.Channel._deliver_in_thread
-
-    def counting(self: core_channel.Channel, payload: bytes | memoryview) -> bool:
-        done = deliver(self, payload)
-        if done:
-            delivered_by.append(threading.get_ident())
-        return done
-
-    monkeypatch.setattr(core_channel.Channel, "_deliver_in_thread", counting)
+    delivered_by = _threads_taking(monkeypatch, core_channel.Channel, "_deliver_in_thread")
     gw = group.makegateway("popen")
     channel = gw.remote_exec(ECHO)
     for i in range(200):
@@ -200,16 +207,7 @@ def test_a_blocking_object_call_reads_its_own_reply(
 ) -> None:
     from asyncgw.objects import proxy as proxy_module
 
-    settled_by: list[int] = []
-    take = proxy_module.ObjectService._reply_in_thread
-
-    def counting(self: proxy_module.ObjectService, message: object) -> bool:
-        taken = take(self, message)
-        if taken:
-            settled_by.append(threading.get_ident())
-        return taken
-
-    monkeypatch.setattr(proxy_module.ObjectService, "_reply_in_thread", counting)
+    settled_by = _threads_taking(monkeypatch, proxy_module.ObjectService, "_reply_in_thread")
     gw = group.makegateway("popen")
     counter = gw.create("collections:Counter")
     add = counter.update

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from asyncgw import _wire
 from asyncgw._wire import LARGE_FRAME, LoadError, dumps, dumps_parts, loads
 
+from .test_wire import assert_every_truncation_fails
+
 flat_items = (
     st.none()
     | st.booleans()
@@ -155,12 +157,7 @@ def test_malformed_flat_payloads_are_load_errors(data: bytes) -> None:
 @settings(max_examples=200, deadline=None)
 @given(flat_values)
 def test_every_truncation_of_a_flat_value_is_a_load_error(value: object) -> None:
-    data = dumps(value)
-    for cut in range(len(data)):
-        with pytest.raises(LoadError):
-            loads(data[:cut])
-    with pytest.raises(LoadError, match="trailing"):
-        loads(data + b"N")
+    assert_every_truncation_fails(value)
 
 
 @settings(max_examples=300)
