@@ -190,18 +190,24 @@ async def test_mixed_outcomes_on_many_hosts(farm: Farm, tmp_path: Path) -> None:
     await none_left_with(marker)
 
 
-# -- (2) connections: reuse and sharing -----------------------------------------------
-
-
-async def test_rerun_and_a_gateway_reuse_the_connections(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
-    names = ["127.0.0.1", "localhost"]  # two hosts, one sshd
+def loopback_params(sshd: Sshd, tmp_path: Path, names: list[str]) -> dict[str, object]:  # noqa: F811
+    """Connection parameters for the loopback sshd under ``names``, as root
+    with its key, the host keys known."""
     known = loopback_known_hosts(sshd.keys, sshd.port, tmp_path / "known", names)
-    params = {
+    return {
         "user": "root",
         "port": sshd.port,
         "keyfile": str(sshd.keys.user_key_path),
         "known_hosts": str(known),
     }
+
+
+# -- (2) connections: reuse and sharing -----------------------------------------------
+
+
+async def test_rerun_and_a_gateway_reuse_the_connections(sshd: Sshd, tmp_path: Path) -> None:  # noqa: F811
+    names = ["127.0.0.1", "localhost"]  # two hosts, one sshd
+    params = loopback_params(sshd, tmp_path, names)
     before = sshd.accepted()
     async with Remote("echo {{{host}}}", [Host(name) for name in names], params) as action:
         await action.run()
@@ -224,6 +230,7 @@ async def test_rerun_and_a_gateway_reuse_the_connections(sshd: Sshd, tmp_path: P
         assert sshd.accepted() - before == 2
 
         # A gateway to the same host, user and options rides the same connection.
+        known = params["known_hosts"]
         spec = sshd.spec().replace(str(sshd.keys.known_hosts(sshd.port, "sshd-known")), str(known))
         assert f"ssh_identity={params['keyfile']}" in spec and f"ssh_known_hosts={known}" in spec
         async with asyncgw.Group() as group:
@@ -245,13 +252,7 @@ async def test_cancelling_stops_the_command_over_ssh(sshd: Sshd, tmp_path: Path)
     # The command ignores SIGTERM: it takes SIGKILL after kill_grace.
     marker = new_marker()
     sleeper = marked_sleep(tmp_path, marker)
-    known = loopback_known_hosts(sshd.keys, sshd.port, tmp_path / "known", ["127.0.0.1"])
-    params = {
-        "user": "root",
-        "port": sshd.port,
-        "keyfile": str(sshd.keys.user_key_path),
-        "known_hosts": str(known),
-    }
+    params = loopback_params(sshd, tmp_path, ["127.0.0.1"])
     command = f"trap '' TERM; {sleeper} 300 & echo $!; wait"
     async with Remote(command, Host("127.0.0.1"), params, kill_grace=0.5) as action:
         runner = asyncio.create_task(action.run())
@@ -282,13 +283,7 @@ async def test_a_plain_command_becomes_the_shell_and_stops_as_under_eval(
     stubborn.write_text(f"#!/bin/sh\ntrap '' TERM\necho up\nexec {sleeper} 300\n")
     for script in (gentle, stubborn):
         script.chmod(0o755)
-    known = loopback_known_hosts(sshd.keys, sshd.port, tmp_path / "known", ["127.0.0.1"])
-    params = {
-        "user": "root",
-        "port": sshd.port,
-        "keyfile": str(sshd.keys.user_key_path),
-        "known_hosts": str(known),
-    }
+    params = loopback_params(sshd, tmp_path, ["127.0.0.1"])
     host = Host("127.0.0.1")
     outcomes = {}
     for form in (f"{gentle}", f": ; {gentle}", f"{stubborn}", f": ; {stubborn}"):
