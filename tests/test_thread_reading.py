@@ -46,6 +46,17 @@ def _threads_taking(monkeypatch: pytest.MonkeyPatch, cls: type, name: str) -> li
     return takers
 
 
+def _echo_read_by_this_thread(group: execnet.Group) -> tuple[execnet.Gateway, execnet.Channel]:
+    """A popen gateway running an echo, after 20 round trips: this thread
+    reads its pipe, and the loop's reader is parked."""
+    gw = group.makegateway("popen")
+    channel = gw.remote_exec(ECHO)
+    for i in range(20):
+        channel.send(i)
+        assert channel.receive(timeout=10) == i
+    return gw, channel
+
+
 def _reader_of(gw: execnet.Gateway):  # type: ignore[no-untyped-def]
     reader = gw._gateway._router._thread_reader
     assert reader is not None, "a popen gateway's pipe can be read by a thread"
@@ -120,11 +131,7 @@ def test_other_channels_and_closes_keep_their_order_while_a_thread_reads(
 
 
 def test_a_timeout_gives_the_reading_back_to_the_loop(group: execnet.Group) -> None:
-    gw = group.makegateway("popen")
-    channel = gw.remote_exec(ECHO)
-    for i in range(20):
-        channel.send(i)
-        assert channel.receive(timeout=10) == i
+    gw, channel = _echo_read_by_this_thread(group)
     with pytest.raises(execnet.TimeoutError):
         channel.receive(timeout=0.05)
     reader = _reader_of(gw)
@@ -141,11 +148,7 @@ def test_a_timeout_gives_the_reading_back_to_the_loop(group: execnet.Group) -> N
 
 
 def test_a_worker_killed_while_a_thread_reads_loses_the_gateway(group: execnet.Group) -> None:
-    gw = group.makegateway("popen")
-    channel = gw.remote_exec(ECHO)
-    for i in range(20):
-        channel.send(i)
-        assert channel.receive(timeout=10) == i
+    gw, channel = _echo_read_by_this_thread(group)
     result: list[BaseException] = []
 
     def wait() -> None:
